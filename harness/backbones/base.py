@@ -1,0 +1,341 @@
+"""One interface over Hugging Face VLM families, so that methods never ask which family they run on.
+
+A :class:`Backbone` wraps a ``*ForConditionalGeneration`` model and its processor. It answers the
+questions latent methods need: chat-templated inputs, token embeddings, where the image tokens sit,
+the decoder layers, a forward on ``inputs_embeds`` that appends to a KV cache with the right
+positions, hidden states at any layer, and the attention of a query position over the image
+positions. Family subclasses answer only what differs between families: the positions
+(Qwen2-VL's 3-D M-RoPE vs 1-D) and which config field names the image token.
+
+The prefill runs the model's own multimodal forward (so each family's image packing is HF's), with
+a pre-hook on the language model capturing the merged ``inputs_embeds``; everything after the
+prefill runs the language model directly on embeddings.
+"""
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass, field
+from typing import Callable, ClassVar, Iterator
+
+import torch
+from torch import nn
+
+
+@dataclass
+class Generation:
+    text: str
+    input_tokens: int
+    generated_tokens: int
+    token_ids: list[int] = field(default_factory=list)
+
+
+@dataclass
+class DecodeState:
+    """A batch in flight: its KV cache, mask, next positions and the last forward's outputs."""
+
+    cache: object  # transformers Cache
+    attention_mask: torch.Tensor  # [B, T] 1 = real token, 0 = left padding
+    next_position: torch.Tensor  # [B] the text position the next appended embedding gets
+    logits: torch.Tensor  # [B, V] logits at the last position
+    last_hidden: torch.Tensor  # [B, D] final-norm hidden state at the last position
+    # Set by the prefill; appended embeddings are never image tokens.
+    image_mask: torch.Tensor | None = None  # [B, T_prefill] True at image-token positions
+    inputs_embeds: torch.Tensor | None = None  # [B, T_prefill, D] merged prefill embeddings
+    input_ids: torch.Tensor | None = None
+
+    @property
+    def length(self) -> int:
+        return self.attention_mask.shape[1]
+
+
+@dataclass
+class ForwardResult:
+    logits: torch.Tensor  # [B, n, V]
+    last_hidden: torch.Tensor  # [B, n, D] after the final norm
+    layer_outputs: dict[int, torch.Tensor] = field(default_factory=dict)  # layer index → [B, n, D]
+    query_attention: torch.Tensor | None = None  # [B, T_keys] last query row over all keys, mean over layers+heads
+
+
+class Backbone:
+    family: ClassVar[str] = ""
+    model_types: ClassVar[tuple[str, ...]] = ()
+
+    def __init__(self, model, processor, *, model_id: str, revision: str = ""):
+        self.model = model.eval()
+        self.processor = processor
+        self.tokenizer = processor.tokenizer
+        self.tokenizer.padding_side = "left"
+        self.model_id = model_id
+        self.revision = revision
+        self.language_model: nn.Module = model.model.language_model
+        self.lm_head: nn.Module = model.get_output_embeddings()
+
+    # -- facts -------------------------------------------------------------------------------
+    @property
+    def device(self) -> torch.device:
+        return self.lm_head.weight.device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.lm_head.weight.dtype
+
+    @property
+    def hidden_size(self) -> int:
+        return self.lm_head.weight.shape[1]
+
+    @property
+    def eos_token_ids(self) -> list[int]:
+        eos = self.model.generation_config.eos_token_id
+        if eos is None:
+            eos = self.tokenizer.eos_token_id
+        return list(eos) if isinstance(eos, (list, tuple)) else [eos]
+
+    @property
+    def pad_token_id(self) -> int:
+        pad = self.tokenizer.pad_token_id
+        return pad if pad is not None else self.eos_token_ids[0]
+
+    @property
+    def image_token_id(self) -> int:
+        config = self.model.config
+        token = getattr(config, "image_token_id", None)
+        return token if token is not None else config.image_token_index
+
+    def decoder_layers(self) -> nn.ModuleList:
+        """The language model's decoder layers, in order (for hooks)."""
+        return self.language_model.layers
+
+    def describe(self) -> dict:
+        return {"family": self.family, "model": self.model_id, "revision": self.revision,
+                "device": str(self.device), "dtype": str(self.dtype).removeprefix("torch.")}
+
+    # -- inputs ------------------------------------------------------------------------------
+    def chat_text(self, n_images: int, prompt: str) -> str:
+        content = [{"type": "image"} for _ in range(n_images)] + [{"type": "text", "text": prompt}]
+        return self.processor.apply_chat_template(
+            [{"role": "user", "content": content}], add_generation_prompt=True, tokenize=False
+        )
+
+    def build_inputs(self, images: list[list], prompts: list[str]):
+        """Chat-templated, left-padded model inputs for a batch of (images, prompt) pairs."""
+        texts = [self.chat_text(len(imgs), prompt) for imgs, prompt in zip(images, prompts)]
+        flat = [image for imgs in images for image in imgs]
+        batch = self.processor(text=texts, images=flat or None, padding=True, return_tensors="pt")
+        return batch.to(self.device)
+
+    def embed_tokens(self, input_ids: torch.Tensor) -> torch.Tensor:
+        return self.language_model.embed_tokens(input_ids)
+
+    def image_positions(self, input_ids: torch.Tensor) -> torch.Tensor:
+        """[B, T] True where the sequence holds an image token (its embedding is an image feature)."""
+        return input_ids == self.image_token_id
+
+    # -- positions (family-specific) ---------------------------------------------------------
+    def prefill_positions(self, inputs) -> tuple[torch.Tensor, torch.Tensor]:
+        """(position_ids as the language model takes them, next text position per sample [B])."""
+        mask = inputs["attention_mask"]
+        positions = (mask.long().cumsum(-1) - 1).clamp(min=0)
+        return positions, mask.long().sum(-1)
+
+    def text_positions(self, start: torch.Tensor, n: int) -> torch.Tensor:
+        """Positions for ``n`` appended (non-image) embeddings starting at ``start`` [B]."""
+        return start[:, None] + torch.arange(n, device=start.device)
+
+    # -- forward -----------------------------------------------------------------------------
+    def _run_language_model(self, call: Callable, capture_layers, probe_attention: bool) -> ForwardResult:
+        layer_outputs: dict[int, torch.Tensor] = {}
+        handles = []
+        layers = self.decoder_layers()
+        for index in capture_layers or ():
+            def hook(_module, _args, output, index=index):
+                layer_outputs[index] = output[0] if isinstance(output, tuple) else output
+            handles.append(layers[index].register_forward_hook(hook))
+        probe = attention_probe(layers) if probe_attention else contextlib.nullcontext(None)
+        try:
+            with probe as rows:
+                hidden = call()
+        finally:
+            for handle in handles:
+                handle.remove()
+        query_attention = None
+        if probe_attention:
+            query_attention = torch.stack([rows[i] for i in range(len(layers))]).mean(0)
+        return ForwardResult(logits=self.lm_head(hidden), last_hidden=hidden, layer_outputs=layer_outputs,
+                             query_attention=query_attention)
+
+    @torch.no_grad()
+    def prefill(self, inputs, *, capture_layers=None, probe_attention: bool = False) -> tuple[DecodeState, ForwardResult]:
+        """Run the multimodal prompt through the model, filling a fresh KV cache."""
+        from transformers import DynamicCache
+
+        positions, next_position = self.prefill_positions(inputs)
+        cache = DynamicCache(config=self.language_model.config)
+        captured = {}
+
+        def grab_embeds(_module, _args, kwargs):
+            captured["embeds"] = kwargs["inputs_embeds"]
+
+        model_inputs = {k: v for k, v in inputs.items() if k not in ("position_ids",)}
+
+        def call():
+            handle = self.language_model.register_forward_pre_hook(grab_embeds, with_kwargs=True)
+            try:
+                out = self.model.model(**model_inputs, position_ids=positions, past_key_values=cache, use_cache=True)
+            finally:
+                handle.remove()
+            return out.last_hidden_state
+
+        result = self._run_language_model(call, capture_layers, probe_attention)
+        state = DecodeState(
+            cache=cache,
+            attention_mask=inputs["attention_mask"].clone(),
+            next_position=next_position,
+            logits=result.logits[:, -1],
+            last_hidden=result.last_hidden[:, -1],
+            image_mask=self.image_positions(inputs["input_ids"]),
+            inputs_embeds=captured["embeds"],
+            input_ids=inputs["input_ids"],
+        )
+        return state, result
+
+    @torch.no_grad()
+    def append(self, state: DecodeState, embeds: torch.Tensor, *, capture_layers=None,
+               probe_attention: bool = False) -> ForwardResult:
+        """Append ``embeds`` [B, n, D] to the cache at the next text positions; updates ``state``."""
+        n = embeds.shape[1]
+        positions = self.text_positions(state.next_position, n)
+        mask = torch.cat([state.attention_mask, state.attention_mask.new_ones(embeds.shape[0], n)], dim=1)
+
+        def call():
+            out = self.language_model(inputs_embeds=embeds.to(self.dtype), attention_mask=mask,
+                                      position_ids=positions, past_key_values=state.cache, use_cache=True)
+            return out.last_hidden_state
+
+        result = self._run_language_model(call, capture_layers, probe_attention)
+        state.attention_mask = mask
+        state.next_position = state.next_position + n
+        state.logits = result.logits[:, -1]
+        state.last_hidden = result.last_hidden[:, -1]
+        return result
+
+    @torch.no_grad()
+    def forward_embeds(self, inputs_embeds: torch.Tensor, attention_mask: torch.Tensor, position_ids: torch.Tensor,
+                       *, capture_layers=None, probe_attention: bool = False) -> ForwardResult:
+        """One cache-free forward over a whole embedded sequence (the reference for cached loops)."""
+
+        def call():
+            out = self.language_model(inputs_embeds=inputs_embeds.to(self.dtype), attention_mask=attention_mask,
+                                      position_ids=position_ids, use_cache=False)
+            return out.last_hidden_state
+
+        return self._run_language_model(call, capture_layers, probe_attention)
+
+    def concat_positions(self, first: torch.Tensor, second: torch.Tensor) -> torch.Tensor:
+        """Join two position tensors along the sequence (last) dimension."""
+        return torch.cat([first, second], dim=-1)
+
+    # -- generation --------------------------------------------------------------------------
+    @torch.no_grad()
+    def generate(self, images: list[list], prompts: list[str], max_new_tokens: int) -> list[Generation]:
+        """Greedy generation with the model's own ``generate`` (the explicit baselines' path)."""
+        inputs = self.build_inputs(images, prompts)
+        output = self.model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=False,
+                                     pad_token_id=self.pad_token_id, eos_token_id=self.eos_token_ids)
+        prompt_len = inputs["input_ids"].shape[1]
+        input_tokens = inputs["attention_mask"].sum(-1).tolist()
+        return [self._finish(ids.tolist(), n_in) for ids, n_in in zip(output[:, prompt_len:], input_tokens)]
+
+    @torch.no_grad()
+    def greedy_decode(self, state: DecodeState, max_new_tokens: int) -> list[list[int]]:
+        """Greedy decoding from a state (after a prefill or latent steps), through the KV cache."""
+        batch = state.logits.shape[0]
+        finished = torch.zeros(batch, dtype=torch.bool, device=self.device)
+        eos = torch.tensor(self.eos_token_ids, device=self.device)
+        tokens: list[torch.Tensor] = []
+        for _ in range(max_new_tokens):
+            next_ids = state.logits.argmax(-1)
+            next_ids = torch.where(finished, torch.full_like(next_ids, self.pad_token_id), next_ids)
+            tokens.append(next_ids)
+            finished |= torch.isin(next_ids, eos)
+            if finished.all():
+                break
+            self.append(state, self.embed_tokens(next_ids[:, None]))
+        if not tokens:
+            return [[] for _ in range(batch)]
+        return torch.stack(tokens, dim=1).tolist()
+
+    def _finish(self, ids: list[int], input_tokens: int) -> Generation:
+        """Cut at the first EOS (counted as generated: the model spent a step on it), drop padding."""
+        eos = set(self.eos_token_ids)
+        kept: list[int] = []
+        for token in ids:
+            kept.append(token)
+            if token in eos:
+                break
+        while kept and kept[-1] == self.pad_token_id and self.pad_token_id not in eos:
+            kept.pop()
+        text = self.tokenizer.decode([t for t in kept if t not in eos], skip_special_tokens=True)
+        return Generation(text=text, input_tokens=int(input_tokens), generated_tokens=len(kept), token_ids=kept)
+
+    def finish(self, ids: list[int], input_tokens: int) -> Generation:
+        return self._finish(ids, input_tokens)
+
+
+@contextlib.contextmanager
+def attention_probe(layers: nn.ModuleList) -> Iterator[dict[int, torch.Tensor]]:
+    """Record, for each decoder layer, the attention of the LAST query position over all keys.
+
+    While active, the attention function the model is configured with (sdpa, flash, eager) is
+    wrapped: it still computes the layer's output, and additionally the softmax row of the last
+    query (after RoPE, over the cached keys, GQA expanded, padding masked), averaged over heads.
+    That is one row per layer, not the full eager attention matrix.
+    """
+    from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
+
+    module_index = {id(layer.self_attn): i for i, layer in enumerate(layers)}
+    impl = layers[0].self_attn.config._attn_implementation or "eager"
+    if impl == "eager":
+        from transformers.models.llama.modeling_llama import eager_attention_forward as original
+    else:
+        original = ALL_ATTENTION_FUNCTIONS[impl]
+    had_local = impl in ALL_ATTENTION_FUNCTIONS._local_mapping
+    previous = ALL_ATTENTION_FUNCTIONS._local_mapping.get(impl)
+    rows: dict[int, torch.Tensor] = {}
+
+    def probed(module, query, key, value, attention_mask, *args, **kwargs):
+        output = original(module, query, key, value, attention_mask, *args, **kwargs)
+        index = module_index.get(id(module))
+        if index is not None:
+            rows[index] = _last_query_row(module, query, key, attention_mask, kwargs.get("scaling"))
+        return output
+
+    ALL_ATTENTION_FUNCTIONS[impl] = probed
+    try:
+        yield rows
+    finally:
+        if had_local:
+            ALL_ATTENTION_FUNCTIONS[impl] = previous
+        else:
+            del ALL_ATTENTION_FUNCTIONS[impl]
+
+
+def _last_query_row(module, query, key, attention_mask, scaling) -> torch.Tensor:
+    """softmax(q_last · Kᵀ · scale + mask) averaged over heads → [B, T_keys] in fp32."""
+    q = query[:, :, -1:, :].float()  # [B, H, 1, d]
+    k = key.float()  # [B, H_kv, T, d]
+    groups = q.shape[1] // k.shape[1]
+    if groups > 1:
+        k = k.repeat_interleave(groups, dim=1)
+    scale = scaling if scaling is not None else getattr(module, "scaling", q.shape[-1] ** -0.5)
+    scores = (q @ k.transpose(-1, -2)) * scale  # [B, H, 1, T]
+    if attention_mask is not None:
+        mask = attention_mask
+        if mask.dim() == 4:
+            mask = mask[:, :, -1:, : k.shape[2]]
+        elif mask.dim() == 2:  # flash-attention style [B, T] padding mask
+            mask = mask[:, None, None, : k.shape[2]]
+        if mask.dtype == torch.bool:
+            scores = scores.masked_fill(~mask, float("-inf"))
+        else:
+            scores = scores + mask.float()
+    return scores.softmax(-1).mean(1)[:, 0]  # [B, T]

@@ -1,0 +1,66 @@
+"""The supported families. Each answers only what differs: positions and the model class to load."""
+from __future__ import annotations
+
+import inspect
+
+import torch
+
+from .base import Backbone
+
+
+class LlavaBackbone(Backbone):
+    """LLaVA-1.5, LLaVA-NeXT and LLaVA-style CLIP + Qwen2 models (LaRe's): 1-D positions."""
+
+    family = "llava"
+    model_types = ("llava", "llava_next")
+
+    @staticmethod
+    def model_class(model_type: str):
+        from transformers import LlavaForConditionalGeneration, LlavaNextForConditionalGeneration
+
+        return LlavaNextForConditionalGeneration if model_type == "llava_next" else LlavaForConditionalGeneration
+
+
+class QwenVLBackbone(Backbone):
+    """Qwen2-VL and Qwen2.5-VL: 3-D M-RoPE positions (temporal, height, width).
+
+    ``mrope=True`` (default) gives image tokens their 2-D grid positions from the model's own
+    ``get_rope_index`` and continues appended embeddings as text positions after the largest one,
+    as the model was trained. ``mrope=False`` feeds plain 1-D positions 0..T-1 to all three
+    sections, which is what IVT-LR's published code does.
+    """
+
+    family = "qwen2-vl"
+    model_types = ("qwen2_vl", "qwen2_5_vl")
+
+    def __init__(self, model, processor, *, model_id: str, revision: str = "", mrope: bool = True):
+        super().__init__(model, processor, model_id=model_id, revision=revision)
+        self.mrope = mrope
+
+    @staticmethod
+    def model_class(model_type: str):
+        from transformers import Qwen2_5_VLForConditionalGeneration, Qwen2VLForConditionalGeneration
+
+        return Qwen2_5_VLForConditionalGeneration if model_type == "qwen2_5_vl" else Qwen2VLForConditionalGeneration
+
+    def describe(self) -> dict:
+        return {**super().describe(), "positions": "mrope" if self.mrope else "1d"}
+
+    def prefill_positions(self, inputs):
+        has_vision = inputs.get("image_grid_thw") is not None or inputs.get("video_grid_thw") is not None
+        if not (self.mrope and has_vision):
+            positions, next_position = super().prefill_positions(inputs)
+            return positions[None].expand(3, -1, -1), next_position
+        get_rope_index = self.model.model.get_rope_index
+        accepted = inspect.signature(get_rope_index).parameters
+        kwargs = {k: v for k, v in inputs.items() if k in accepted and k != "input_ids"}
+        positions, _ = get_rope_index(inputs["input_ids"], **kwargs)
+        # Padding positions are filled with 1 by get_rope_index; the max is over real tokens.
+        next_position = positions.amax(dim=(0, 2)) + 1
+        return positions, next_position
+
+    def text_positions(self, start: torch.Tensor, n: int) -> torch.Tensor:
+        return super().text_positions(start, n)[None].expand(3, -1, -1)
+
+
+FAMILY_CLASSES: tuple[type[Backbone], ...] = (QwenVLBackbone, LlavaBackbone)

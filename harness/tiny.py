@@ -1,0 +1,177 @@
+"""Tiny random checkpoints for tests, CI and the demo: no network, seconds to build.
+
+``write_tiny_model(family, out_dir)`` builds a randomly initialised model of the family from a small
+config, a byte-level BPE tokenizer trained on the spot with the family's special tokens and chat
+template, and the family's real processor class, and saves all three with ``save_pretrained``. They
+are then loaded through exactly the path a real checkpoint takes (``harness.backbones.load_backbone``).
+Sizes are settable so the same builder gives a ~50 M-parameter model for overhead benchmarks.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+FAMILIES = ("qwen2-vl", "llava", "qwen2")
+
+# ChatML, as Qwen2-VL and Qwen2-based LLaVA checkpoints use it. The image placeholder is the
+# family's: Qwen2-VL wraps <|image_pad|> in vision markers, LLaVA uses a bare <image>.
+_CHATML = (
+    "{% for message in messages %}"
+    "{% if loop.first and message['role'] != 'system' %}<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n{% endif %}"
+    "<|im_start|>{{ message['role'] }}\n"
+    "{% if message['content'] is string %}{{ message['content'] }}"
+    "{% else %}{% for content in message['content'] %}"
+    "{% if content['type'] == 'image' %}IMAGE_PLACEHOLDER"
+    "{% elif content['type'] == 'text' %}{{ content['text'] }}{% endif %}"
+    "{% endfor %}{% endif %}<|im_end|>\n"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+QWEN2_VL_TEMPLATE = _CHATML.replace("IMAGE_PLACEHOLDER", "<|vision_start|><|image_pad|><|vision_end|>")
+LLAVA_TEMPLATE = _CHATML.replace("IMAGE_PLACEHOLDER", "<image>\n")
+
+_SPECIAL = {
+    "qwen2-vl": ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|vision_start|>", "<|vision_end|>",
+                 "<|image_pad|>", "<|video_pad|>"],
+    "llava": ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<image>"],
+    "qwen2": ["<|endoftext|>", "<|im_start|>", "<|im_end|>"],
+}
+
+_CORPUS = """
+Question: What colour is the shape in the image? Options: (A) red (B) green (C) blue (D) yellow
+Which shape is shown? circle square triangle rectangle. The answer is (B).
+Let's think step by step. The image shows a blue circle on a white background, so the answer is (C).
+Answer with the option's letter from the given choices directly. Explain the reasoning.
+Hint: Context: Rationale: Solution: First, second, third, therefore, because, so the answer is.
+[Question] [Choices] [Answer] [Rationale] science commonsense mathematics physics biology
+How many objects are there? one two three four five six seven eight nine ten zero yes no
+The quick brown fox jumps over the lazy dog. A B C D E F a b c d e f 0 1 2 3 4 5 6 7 8 9
+""" * 4
+
+
+def _train_tokenizer(family: str, vocab_size: int, chat_template: str):
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    specials = _SPECIAL[family]
+    tokenizer = Tokenizer(models.BPE())
+    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tokenizer.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size, special_tokens=specials, initial_alphabet=pre_tokenizers.ByteLevel.alphabet()
+    )
+    tokenizer.train_from_iterator(_CORPUS.splitlines(), trainer=trainer)
+    fast = PreTrainedTokenizerFast(
+        tokenizer_object=tokenizer,
+        eos_token="<|im_end|>",
+        pad_token="<|endoftext|>",
+        additional_special_tokens=specials[1:],
+        padding_side="left",
+        chat_template=chat_template,
+    )
+    return fast
+
+
+def _text_config_kwargs(tokenizer, hidden_size: int, layers: int, heads: int, kv_heads: int) -> dict:
+    return dict(
+        vocab_size=len(tokenizer),
+        hidden_size=hidden_size,
+        intermediate_size=hidden_size * 2,
+        num_hidden_layers=layers,
+        num_attention_heads=heads,
+        num_key_value_heads=kv_heads,
+        max_position_embeddings=4096,
+        rms_norm_eps=1e-6,
+        # Larger than the usual 0.02 so attention is peaked and positions visibly matter in tests.
+        initializer_range=0.2,
+        tie_word_embeddings=False,
+        pad_token_id=tokenizer.pad_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        bos_token_id=tokenizer.convert_tokens_to_ids("<|im_start|>"),
+    )
+
+
+def write_tiny_model(
+    family: str,
+    out_dir: str | Path,
+    *,
+    hidden_size: int = 64,
+    layers: int = 2,
+    heads: int = 4,
+    kv_heads: int = 2,
+    vocab_size: int = 600,
+    seed: int = 0,
+) -> Path:
+    """Write a tiny random ``family`` checkpoint (model, tokenizer, processor) to ``out_dir``."""
+    import torch
+    from transformers import GenerationConfig
+
+    if family not in FAMILIES:
+        raise ValueError(f"unknown family {family!r}; choose one of: {', '.join(FAMILIES)}")
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(seed)
+    template = {"qwen2-vl": QWEN2_VL_TEMPLATE, "llava": LLAVA_TEMPLATE, "qwen2": _CHATML}[family]
+    tokenizer = _train_tokenizer(family, vocab_size, template)
+    text = _text_config_kwargs(tokenizer, hidden_size, layers, heads, kv_heads)
+
+    if family == "qwen2-vl":
+        from transformers import (Qwen2VLConfig, Qwen2VLForConditionalGeneration, Qwen2VLImageProcessor,
+                                  Qwen2VLProcessor, Qwen2VLVideoProcessor)
+
+        head_dim = hidden_size // heads
+        # M-RoPE splits head_dim/2 rotary frequencies into (temporal, height, width) sections.
+        half = head_dim // 2
+        section = [half - 2 * (half // 4), half // 4, half // 4]
+        config = Qwen2VLConfig(
+            text_config=dict(**text, rope_parameters={"rope_type": "default", "rope_theta": 10000.0,
+                                                      "mrope_section": section}),
+            vision_config=dict(depth=1, embed_dim=32, hidden_size=hidden_size, num_heads=2, mlp_ratio=2,
+                               patch_size=14, spatial_merge_size=2, temporal_patch_size=2, in_channels=3),
+            image_token_id=tokenizer.convert_tokens_to_ids("<|image_pad|>"),
+            video_token_id=tokenizer.convert_tokens_to_ids("<|video_pad|>"),
+            vision_start_token_id=tokenizer.convert_tokens_to_ids("<|vision_start|>"),
+            vision_end_token_id=tokenizer.convert_tokens_to_ids("<|vision_end|>"),
+            tie_word_embeddings=False,
+        )
+        model = Qwen2VLForConditionalGeneration(config)
+        # 56x56..112x112 pixels → 4..16 merged image tokens: small prompts, real 2-D grids.
+        image_processor = Qwen2VLImageProcessor(min_pixels=56 * 56, max_pixels=112 * 112, patch_size=14,
+                                                merge_size=2, temporal_patch_size=2)
+        video_processor = Qwen2VLVideoProcessor(min_pixels=56 * 56, max_pixels=112 * 112, patch_size=14,
+                                                merge_size=2, temporal_patch_size=2)
+        processor = Qwen2VLProcessor(image_processor=image_processor, tokenizer=tokenizer,
+                                     video_processor=video_processor, chat_template=template)
+    elif family == "llava":
+        from transformers import (CLIPImageProcessor, CLIPVisionConfig, LlavaConfig,
+                                  LlavaForConditionalGeneration, LlavaProcessor, Qwen2Config)
+
+        vision = CLIPVisionConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
+                                  image_size=56, patch_size=14, projection_dim=32)
+        config = LlavaConfig(
+            vision_config=vision,
+            text_config=Qwen2Config(**text),
+            image_token_index=tokenizer.convert_tokens_to_ids("<image>"),
+            vision_feature_layer=-2,
+            vision_feature_select_strategy="default",
+            projector_hidden_act="gelu",
+            tie_word_embeddings=False,
+        )
+        model = LlavaForConditionalGeneration(config)
+        image_processor = CLIPImageProcessor(size={"shortest_edge": 56}, crop_size={"height": 56, "width": 56})
+        processor = LlavaProcessor(image_processor=image_processor, tokenizer=tokenizer, patch_size=14,
+                                   vision_feature_select_strategy="default", chat_template=template,
+                                   num_additional_image_tokens=1)
+    else:  # text-only source LLM (L2V-CoT's LLM side)
+        from transformers import Qwen2Config, Qwen2ForCausalLM
+
+        model = Qwen2ForCausalLM(Qwen2Config(**text))
+        processor = None
+
+    model.generation_config = GenerationConfig(
+        eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id, do_sample=False
+    )
+    model.save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    if processor is not None:
+        processor.save_pretrained(out)
+    return out
