@@ -1,0 +1,1 @@
+"""Official scoring rules of benchmarks not covered by VLMEvalKit (stdlib only)."""
