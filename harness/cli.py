@@ -170,8 +170,13 @@ def cmd_demo(args) -> int:
             print(f"{method:>7} on {bench:<7} run {report.run_id}: accuracy {m['accuracy']:.1f} ± "
                   f"{m['accuracy_se']:.1f} %, mean generated tokens {m['mean_generated_tokens']}, "
                   f"{m['samples_per_second']} samples/s")
+    from .reports import format_runs
+    from .store import Store
+
+    print("\n" + format_runs(Store(db, read_only=True).runs()))
     print(f"\nThe model is random, so accuracy is chance level: the point is the pipeline.\n"
-          f"results: {db}\n  harness runs --db {db}\n  harness export --db {db} --what samples --out samples.csv")
+          f"results: {db}\n  harness runs --db {db}\n  harness show RUN_ID --db {db}\n"
+          f"  harness export --db {db} --what samples --out samples.csv")
     return 0
 
 
