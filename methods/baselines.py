@@ -37,22 +37,26 @@ class DirectAnswer(Method):
         open_instruction: str = "Answer the question using a single word or phrase."
 
     def prompt(self, query: Query) -> str:
-        tail = self.options.instruction if query.choices else self.options.open_instruction
-        return f"{query.question}\n{tail}"
+        return f"{query.question}\n{self.options.instruction if query.choices else self.options.open_instruction}"
+
+    def answer_of(self, text: str) -> str:
+        return text.strip()
 
     def run(self, backbone, queries: list[Query]) -> list[MethodOutput]:
         results = backbone.generate(
             [q.images for q in queries], [self.prompt(q) for q in queries], self.options.max_new_tokens
         )
         return [
-            MethodOutput(text=r.text, answer=r.text.strip(), input_tokens=r.input_tokens,
+            MethodOutput(text=r.text, answer=self.answer_of(r.text), input_tokens=r.input_tokens,
                          generated_tokens=r.generated_tokens)
             for r in results
         ]
 
 
 @register_method("cot")
-class StandardCoT(Method):
+class StandardCoT(DirectAnswer):
+    """Same single generation as ``direct``; only the instruction and where the answer is read differ."""
+
     description = "standard chain of thought: think step by step, then 'The answer is (X)'"
 
     @dataclasses.dataclass
@@ -66,17 +70,8 @@ class StandardCoT(Method):
             "Let's think step by step. Finish with one line of the form \"The answer is ...\"."
         )
 
-    def run(self, backbone, queries: list[Query]) -> list[MethodOutput]:
-        prompts = [
-            f"{q.question}\n{self.options.instruction if q.choices else self.options.open_instruction}"
-            for q in queries
-        ]
-        results = backbone.generate([q.images for q in queries], prompts, self.options.max_new_tokens)
-        return [
-            MethodOutput(text=r.text, answer=final_answer_segment(r.text), input_tokens=r.input_tokens,
-                         generated_tokens=r.generated_tokens)
-            for r in results
-        ]
+    def answer_of(self, text: str) -> str:
+        return final_answer_segment(text)
 
 
 @register_method("mm-cot")
