@@ -44,9 +44,9 @@ OVERHEAD_GOAL_PCT = 5.0
 MEMORY_GOAL_PCT = 10.0
 
 FULL = dict(samples=16, max_new_tokens=32, hidden_size=512, layers=21, heads=8, kv_heads=4,
-            memory_fixture=2000, limits=(100, 2000))
+            memory_fixture=2000, limits=(100, 2000), repeats=3)
 QUICK = dict(samples=4, max_new_tokens=8, hidden_size=128, layers=2, heads=4, kv_heads=2,
-             memory_fixture=100, limits=(20, 100))
+             memory_fixture=100, limits=(20, 100), repeats=2)
 VOCAB_SIZE = 32000  # asked of the BPE trainer; the tiny corpus caps the real vocabulary far below
 
 
@@ -142,13 +142,14 @@ def count_generated(ids: list[int], eos: set[int]) -> int:
     return len(ids)
 
 
-def run_harness(model_dir: Path, data: Path, db_path: Path, n: int, max_new_tokens: int, profile: bool = False):
+def run_harness(model_dir: Path, data: Path, db_path: Path, n: int, max_new_tokens: int, profile: bool = False,
+                limit: int | None = None):
     from harness.runner import RunSpec, execute
     from harness.store import Store
 
     spec = RunSpec(method="direct", bench="m3cot", model=str(model_dir), data=str(data), batch_size=1,
                    method_options={"max_new_tokens": max_new_tokens}, db=f"sqlite:///{db_path}",
-                   device="cpu", dtype="float32", progress=False)
+                   limit=limit, device="cpu", dtype="float32", progress=False)
     timers = Timers()
     profiler = None
     if profile:
@@ -240,6 +241,11 @@ def bench_overhead(cfg: dict, root: Path, repeats: int, profile: bool) -> dict:
     parameters = sum(p.numel() for p in model.parameters())
     vision = sum(p.numel() for p in model.model.visual.parameters())
 
+    # Untimed warm-up of both paths (first-call costs: lazy imports, kernel and generate set-up).
+    say("[overhead] warm-up (untimed): harness execute on 1 sample, bare generate on 1 sample ...")
+    run_harness(model_dir, data, root / "overhead-warmup.db", 1, m, limit=1)
+    run_bare(model, processor, inputs[:1], m)
+
     harness_runs, bare_runs = [], []
     for repeat in range(repeats):
         say(f"[overhead] repeat {repeat + 1}/{repeats}: harness execute ...")
@@ -272,6 +278,7 @@ def bench_overhead(cfg: dict, root: Path, repeats: int, profile: bool) -> dict:
         return round(100.0 * (x / bare_s - 1.0), 2)
 
     exec_s, loop_s = per_sample_execute(best_h), per_sample_loop(best_h)
+    own_gen_s = best_h["timers"].seconds["model_generate"] / n
     rows = [
         {"path": "bare model.generate", "samples": n, "tokens_per_sample": sum(best_b["tokens"]) / n,
          "seconds_per_sample": round(bare_s, 5), "overhead_pct": None},
@@ -279,6 +286,8 @@ def bench_overhead(cfg: dict, root: Path, repeats: int, profile: bool) -> dict:
          "seconds_per_sample": round(exec_s, 5), "overhead_pct": pct(exec_s)},
         {"path": "harness sample loop only", "samples": n, "tokens_per_sample": sum(h_tokens) / n,
          "seconds_per_sample": round(loop_s, 5), "overhead_pct": pct(loop_s)},
+        {"path": "harness's own model.generate", "samples": n, "tokens_per_sample": sum(h_tokens) / n,
+         "seconds_per_sample": round(own_gen_s, 5), "overhead_pct": pct(own_gen_s)},
     ]
 
     t = best_h["timers"].seconds
@@ -314,6 +323,9 @@ def bench_overhead(cfg: dict, root: Path, repeats: int, profile: bool) -> dict:
             "harness_loop_s_per_sample": [round(per_sample_loop(r), 5) for r in harness_runs],
             "bare_s_per_sample": [round(r["seconds"] / n, 5) for r in bare_runs],
         },
+        # The same ratio inside one harness run: robust to drift between separately timed runs.
+        "in_run_overhead_pct": {"execute": round(100 * (exec_s / own_gen_s - 1), 2),
+                                "loop": round(100 * (loop_s / own_gen_s - 1), 2)},
         "goal_pct": OVERHEAD_GOAL_PCT,
     }
     if profile:
@@ -329,18 +341,32 @@ def bench_overhead(cfg: dict, root: Path, repeats: int, profile: bool) -> dict:
 
 
 # -- 2. memory -----------------------------------------------------------------------------------
+# Runs in a small interpreter of its own. A child's ru_maxrss also counts the memory it had between
+# fork and exec, i.e. its parent's: spawned straight from this (large) process, every child would
+# report at least this process's peak. From this launcher that floor is the launcher's few MB.
+LAUNCHER = r"""
+import json, os, subprocess, sys, time
+cmd, out_path, err_path = json.loads(sys.argv[1]), sys.argv[2], sys.argv[3]
+with open(out_path, "wb") as out, open(err_path, "wb") as err:
+    start = time.perf_counter()
+    proc = subprocess.Popen(cmd, stdout=out, stderr=err)
+    _, status, usage = os.wait4(proc.pid, 0)
+    wall = time.perf_counter() - start
+print(json.dumps({"returncode": os.waitstatus_to_exitcode(status), "maxrss_kib": usage.ru_maxrss, "wall_s": wall}))
+"""
+
+
 def run_child(cmd: list[str], cwd: Path, log: Path) -> dict:
-    """Run one child; its peak RSS comes from wait4 on that pid alone (not RUSAGE_CHILDREN's max)."""
+    """Run one child; its peak RSS is ru_maxrss from wait4 on that pid alone (not RUSAGE_CHILDREN's max
+    over all children so far), waited for by a small launcher process (see LAUNCHER)."""
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
-    with open(log, "wb") as out, open(log.with_suffix(".err"), "wb") as err:
-        start = time.perf_counter()
-        proc = subprocess.Popen(cmd, cwd=cwd, stdout=out, stderr=err, env=env)
-        _, status, usage = os.wait4(proc.pid, 0)
-        wall = time.perf_counter() - start
-    proc.returncode = os.waitstatus_to_exitcode(status)
-    if proc.returncode != 0:
-        raise RuntimeError(f"{' '.join(cmd)} exited {proc.returncode}:\n{log.with_suffix('.err').read_text()[-3000:]}")
-    return {"peak_rss_mb": usage.ru_maxrss / 1024, "wall_s": wall, "stdout": log.read_text()}
+    err = log.with_suffix(".err")
+    launched = subprocess.run([sys.executable, "-S", "-c", LAUNCHER, json.dumps(cmd), str(log), str(err)],
+                              cwd=cwd, env=env, capture_output=True, text=True, check=True)
+    info = json.loads(launched.stdout)
+    if info["returncode"] != 0:
+        raise RuntimeError(f"{' '.join(cmd)} exited {info['returncode']}:\n{err.read_text()[-3000:]}")
+    return {"peak_rss_mb": info["maxrss_kib"] / 1024, "wall_s": info["wall_s"], "stdout": log.read_text()}
 
 
 def bench_memory(cfg: dict, root: Path) -> dict:
@@ -384,17 +410,34 @@ def table(headers: list[str], rows: list[list]) -> str:
 def print_report(result: dict) -> None:
     o, mem = result["overhead"], result["memory"]
     print(f"== 1. Per-sample overhead of the runner vs a bare model.generate  ({result['mode']}) ==")
+    if o is None:
+        print("(skipped)")
+    else:
+        print_overhead(result, o)
+    print(f"\n== 2. Peak memory over run length  ({result['mode']}) ==")
+    if mem is None:
+        print("(skipped)")
+    else:
+        print_memory(mem)
+    if o is not None and "profile" in o:
+        print("\n== cProfile of one harness execute (cumulative) ==")
+        print(o["profile"])
+
+
+def print_overhead(result: dict, o: dict) -> None:
     print(f"model: random Qwen2-VL, {o['parameters']:,} parameters ({o['parameters'] / 1e6:.1f} M; vision "
           f"{o['vision_parameters'] / 1e6:.2f} M; vocab {o['vocab_size']}; hidden {o['model']['hidden_size']}, "
           f"{o['model']['layers']} layers, {o['model']['heads']} heads, {o['model']['kv_heads']} KV heads), "
           f"CPU fp32, {result['torch_threads']} torch threads")
     print(f"data: M3CoT fixture, {o['samples']} samples, method direct, max_new_tokens {o['max_new_tokens']}, "
-          f"batch size 1, greedy; fastest of {o['repeats']} interleaved repeats per path")
+          f"batch size 1, greedy; after an untimed warm-up of both paths, fastest of {o['repeats']} interleaved "
+          "repeats per path")
     print("harness execute - model load: (wall of execute - load_backbone time in that call) / N; includes row read,\n"
           "  image decode, prompt building, chat template, processor, model.generate, output decode, judging, DB\n"
           "  write per sample, plus one-time run costs (method/benchmark resolve, data fingerprint, git + versions,\n"
           "  DB setup, final scoring) spread over N. harness sample loop only: the batches + DB writes, no one-time\n"
-          "  costs. bare model.generate: only model.generate(**inputs, max_new_tokens=M, do_sample=False), inputs\n"
+          "  costs. harness's own model.generate: the model.generate calls inside that harness run, timed in place.\n"
+          "  bare model.generate: only model.generate(**inputs, max_new_tokens=M, do_sample=False), inputs\n"
           "  (same prompt text, same image, same processor) built outside the timer.")
     print(table(["path", "samples", "tokens/sample", "s/sample", "overhead"],
                 [[r["path"], r["samples"], f"{r['tokens_per_sample']:.2f}", f"{r['seconds_per_sample']:.4f}",
@@ -406,6 +449,9 @@ def print_report(result: dict) -> None:
     execute_pct = o["rows"][1]["overhead_pct"]
     print(f"goal: harness overhead under {o['goal_pct']:.0f} %: execute - model load {execute_pct:+.2f} % "
           f"({'met' if execute_pct < o['goal_pct'] else 'NOT met'}), sample loop {o['rows'][2]['overhead_pct']:+.2f} %")
+    r = o["in_run_overhead_pct"]
+    print(f"in-run overhead (harness per-sample time / the harness's own model.generate time in the same run - 1): "
+          f"execute {r['execute']:+.2f} %, sample loop {r['loop']:+.2f} %")
     print(f"model load (subtracted) {o['model_load_s']:.3f} s; one-time run costs {o['one_time_s']:.3f} s per run")
     print("\nwhere the harness's per-sample time goes (the reported repeat):")
     print(table(["phase", "ms/sample", "% of harness"],
@@ -414,25 +460,19 @@ def print_report(result: dict) -> None:
     print(f"all repeats, s/sample: harness execute {a['harness_execute_s_per_sample']}, harness loop "
           f"{a['harness_loop_s_per_sample']}, bare {a['bare_s_per_sample']}")
 
-    print(f"\n== 2. Peak memory over run length  ({result['mode']}) ==")
-    if mem is None:
-        print("(skipped)")
-    else:
-        print_memory(mem)
-    if "profile" in o:
-        print("\n== cProfile of one harness execute (cumulative) ==")
-        print(o["profile"])
-
 
 def print_memory(mem: dict) -> None:
     print(f"command: {mem['command']}")
-    print("peak RSS: ru_maxrss of each child process alone (os.wait4 on its pid), one fresh process per row")
-    print(table(["samples", "peak RSS MB", "wall s", "ratio"],
-                [[r["samples"], f"{r['peak_rss_mb']:.1f}", f"{r['wall_s']:.2f}", f"{r['ratio']:.3f}"]
-                 for r in mem["rows"]]))
+    print("peak RSS: ru_maxrss of each child process alone (os.wait4 on its pid, from a small launcher process),\n"
+          "  one fresh process per row, whole process lifetime (interpreter start-up to exit); 'run says': the\n"
+          "  peak_memory_mb the run stored itself (its own maxrss when execute finished, before interpreter shutdown)")
+    print(table(["samples", "peak RSS MB", "wall s", "ratio", "run says MB"],
+                [[r["samples"], f"{r['peak_rss_mb']:.1f}", f"{r['wall_s']:.2f}", f"{r['ratio']:.3f}",
+                  r["child_reported_peak_mb"]] for r in mem["rows"]]))
     growth = 100 * (mem["ratio"] - 1)
+    verdict = "met" if abs(growth) <= mem["goal_pct"] else "NOT met"
     print(f"goal: peak RSS within {mem['goal_pct']:.0f} % from {mem['rows'][0]['samples']} to "
-          f"{mem['rows'][-1]['samples']} samples: {growth:+.2f} % ({'met' if abs(growth) <= mem['goal_pct'] else 'NOT met'})")
+          f"{mem['rows'][-1]['samples']} samples: {growth:+.2f} % ({verdict})")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -440,14 +480,16 @@ def main(argv: list[str] | None = None) -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="small sizes, for a smoke test")
     parser.add_argument("--json", action="store_true", help="print the results as JSON instead of tables")
-    parser.add_argument("--repeats", type=int, default=2, help="repeats per path in the overhead bench (default 2)")
+    parser.add_argument("--repeats", type=int,
+                        help="repeats per path in the overhead bench (default 3; 2 with --quick)")
     parser.add_argument("--samples", type=int, help="overhead bench samples N")
     parser.add_argument("--max-new-tokens", type=int, help="overhead bench tokens per sample M")
     parser.add_argument("--hidden-size", type=int)
     parser.add_argument("--layers", type=int)
     parser.add_argument("--limits", help="memory bench limits, comma-separated (the largest is the fixture size)")
+    parser.add_argument("--threads", type=int, help="torch threads in this process (default: torch's)")
     parser.add_argument("--profile", action="store_true", help="also cProfile one harness execute")
-    parser.add_argument("--skip-memory", action="store_true")
+    parser.add_argument("--only", choices=["overhead", "memory"], help="run one of the two benchmarks")
     parser.add_argument("--keep", help="write the temporary files here and keep them")
     args = parser.parse_args(argv)
 
@@ -464,15 +506,18 @@ def main(argv: list[str] | None = None) -> int:
 
     transformers.utils.logging.set_verbosity_error()
     transformers.utils.logging.disable_progress_bar()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     with contextlib.ExitStack() as stack:
         if args.keep:
             root = Path(args.keep)
             root.mkdir(parents=True, exist_ok=True)
         else:
             root = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="bench_runner-")))
-        result = {"mode": "quick" if args.quick else "full", "torch_threads": torch.get_num_threads(),
-                  "overhead": bench_overhead(cfg, root, max(1, args.repeats), args.profile)}
-        result["memory"] = None if args.skip_memory else bench_memory(cfg, root)
+        result = {"mode": "quick" if args.quick else "full", "torch_threads": torch.get_num_threads()}
+        result["overhead"] = (None if args.only == "memory" else
+                              bench_overhead(cfg, root, max(1, args.repeats or cfg["repeats"]), args.profile))
+        result["memory"] = None if args.only == "overhead" else bench_memory(cfg, root)
     if args.json:
         print(json.dumps(result, indent=2))
     else:
