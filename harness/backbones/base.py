@@ -243,7 +243,7 @@ class Backbone:
                                      pad_token_id=self.pad_token_id, eos_token_id=self.eos_token_ids)
         prompt_len = inputs["input_ids"].shape[1]
         input_tokens = inputs["attention_mask"].sum(-1).tolist()
-        return [self._finish(ids.tolist(), n_in) for ids, n_in in zip(output[:, prompt_len:], input_tokens)]
+        return [self.finish(ids.tolist(), n_in) for ids, n_in in zip(output[:, prompt_len:], input_tokens)]
 
     @torch.no_grad()
     def greedy_decode(self, state: DecodeState, max_new_tokens: int) -> list[list[int]]:
@@ -264,7 +264,7 @@ class Backbone:
             return [[] for _ in range(batch)]
         return torch.stack(tokens, dim=1).tolist()
 
-    def _finish(self, ids: list[int], input_tokens: int) -> Generation:
+    def finish(self, ids: list[int], input_tokens: int) -> Generation:
         """Cut at the first EOS (counted as generated: the model spent a step on it), drop padding."""
         eos = set(self.eos_token_ids)
         kept: list[int] = []
@@ -276,9 +276,6 @@ class Backbone:
             kept.pop()
         text = self.tokenizer.decode([t for t in kept if t not in eos], skip_special_tokens=True)
         return Generation(text=text, input_tokens=int(input_tokens), generated_tokens=len(kept), token_ids=kept)
-
-    def finish(self, ids: list[int], input_tokens: int) -> Generation:
-        return self._finish(ids, input_tokens)
 
 
 @contextlib.contextmanager
