@@ -121,22 +121,21 @@ def execute(spec: RunSpec) -> RunReport:
     described = backbone.describe()
     subset = {"limit": spec.limit, "seed": spec.seed, "n": len(positions), "of": total,
               "positions_sha": hashlib.sha256(json.dumps(positions).encode()).hexdigest()[:16]}
-    identity = {
-        "method_config": method.config(), "model": spec.model, "model_revision": backbone.revision,
-        "backbone": {k: v for k, v in described.items() if k not in ("model", "revision", "device")},
-        "benchmark": spec.bench, "split": benchmark.split, "subset": subset,
-        "data_fingerprint": benchmark.fingerprint(), "seed": spec.seed,
-    }
     fields = {
         "method": spec.method, "method_config": method.config(), "model": spec.model,
         "model_revision": backbone.revision, "backbone_family": backbone.family, "benchmark": spec.bench,
-        "split": benchmark.split, "subset": subset, "data_fingerprint": identity["data_fingerprint"],
+        "split": benchmark.split, "subset": subset, "data_fingerprint": benchmark.fingerprint(),
         "n_planned": len(positions), "device": described["device"], "dtype": described["dtype"],
         "seed": spec.seed, "batch_size": batch_size, **environment(),
     }
+    # What determines the outputs, and so names the run; device, batch size and versions do not.
+    identity = {k: fields[k] for k in ("method_config", "model", "model_revision", "benchmark", "split", "subset",
+                                       "data_fingerprint", "seed")}
+    identity["backbone"] = {k: v for k, v in described.items() if k not in ("model", "revision", "device")}
     store = Store(spec.db)
     run_id, done, resumed = store.start_run(run_key(identity), fields, fresh=spec.fresh)
-    pending = [p for p in positions if _uid_at(benchmark, p) not in done]
+    # Only a resumed run needs each row's uid up front; a new one computes everything.
+    pending = [p for p in positions if _uid_at(benchmark, p) not in done] if done else positions
     log.info("run %d (%s): %d of %d samples to compute", run_id, "resumed" if resumed else "new",
              len(pending), len(positions))
 
