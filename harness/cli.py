@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import logging
 import os
@@ -9,6 +10,10 @@ import sys
 from pathlib import Path
 
 EXIT_USAGE = 2
+
+# Feature commands live with their feature; each module has ``add_commands(subparsers)`` and keeps
+# its heavy imports inside the handlers (``harness --help`` must stay instant).
+COMMAND_MODULES: list[str] = []
 
 
 class UsageError(Exception):
@@ -22,6 +27,29 @@ def _key_values(pairs: list[str]) -> dict[str, str]:
             raise UsageError(f"--opt expects KEY=VALUE, got {pair!r}")
         key, value = pair.split("=", 1)
         out[key.strip().replace("-", "_")] = value
+    return out
+
+
+def method_flags(extra: list[str]) -> dict[str, str]:
+    """Flags argparse does not know, as method options: ``--alpha 4 --layer=12 --flag`` → strings.
+
+    Each method declares its options (``harness list``); unknown names fail in ``coerce_options``.
+    """
+    out, i = {}, 0
+    while i < len(extra):
+        token = extra[i]
+        if not token.startswith("--") or token == "--":
+            raise UsageError(f"unexpected argument {token!r}; method options are given as --name VALUE")
+        name = token[2:]
+        if "=" in name:
+            name, value = name.split("=", 1)
+        elif i + 1 < len(extra) and not extra[i + 1].startswith("--"):
+            value = extra[i + 1]
+            i += 1
+        else:
+            value = "true"
+        out[name.replace("-", "_")] = value
+        i += 1
     return out
 
 
@@ -40,7 +68,7 @@ def cmd_run(args) -> int:
     from .runner import RunSpec, execute
 
     method_cls = METHODS.get(args.method)
-    options = coerce_options(method_cls, _key_values(args.opt))
+    options = coerce_options(method_cls, {**_key_values(args.opt), **args.method_flags})
     if args.max_new_tokens is not None:
         options["max_new_tokens"] = args.max_new_tokens
     _quiet_libraries()
@@ -200,7 +228,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=1)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--max-new-tokens", type=int, help="shortcut for --opt max_new_tokens=N")
-    p.add_argument("--opt", action="append", default=[], metavar="KEY=VALUE", help="a method option (repeatable)")
+    p.add_argument("--opt", action="append", default=[], metavar="KEY=VALUE",
+                   help="a method option (repeatable); any method option may also be given as --name VALUE, "
+                        "e.g. --checkpoint DIR or --alpha 4 (see `harness list`)")
     p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda, cuda:1, ...")
     p.add_argument("--dtype", default="auto", help="auto (bf16 on CUDA, fp32 on CPU), bfloat16, float16, float32")
     p.add_argument("--revision", help="hub revision of the model")
@@ -208,7 +238,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print the result as JSON")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     db_arg(p)
-    p.set_defaults(handler=cmd_run)
+    p.set_defaults(handler=cmd_run, accepts_method_flags=True)
 
     p = sub.add_parser("list", help="methods, benchmarks and backbone families")
     p.set_defaults(handler=cmd_list)
@@ -264,16 +294,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--n", type=int, default=24)
     db_arg(p)
     p.set_defaults(handler=cmd_demo)
+    for module_name in COMMAND_MODULES:
+        importlib.import_module(module_name).add_commands(sub)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    if extra and not getattr(args, "accepts_method_flags", False):
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(message)s",
                         stream=sys.stderr)
     from .api import DataError, UnknownName
 
     try:
+        args.method_flags = method_flags(extra)
         return args.handler(args)
     except (UsageError, UnknownName, DataError, ValueError, FileNotFoundError, PermissionError, KeyError) as exc:
         if args.verbose:

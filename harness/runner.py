@@ -117,7 +117,8 @@ def execute(spec: RunSpec) -> RunReport:
     from .backbones import load_backbone
 
     backbone = load_backbone(spec.model, device=spec.device, dtype=spec.dtype, revision=spec.revision,
-                             **spec.backbone_options)
+                             **{**method.backbone_options(), **spec.backbone_options})
+    method.prepare(backbone)
     described = backbone.describe()
     subset = {"limit": spec.limit, "seed": spec.seed, "n": len(positions), "of": total,
               "positions_sha": hashlib.sha256(json.dumps(positions).encode()).hexdigest()[:16]}
@@ -157,6 +158,10 @@ def execute(spec: RunSpec) -> RunReport:
         metrics["peak_memory_mb"] = round(peak_memory_mb(described["device"]), 1)
         store.finish_run(run_id, status="finished", metrics=metrics, official=official,
                          peak_memory_mb=metrics["peak_memory_mb"])
+        if official:
+            store.add_score(run_id, kind=official.get("scoring", "official"),
+                            scorer=official.get("scorer", f"{spec.bench}:official"),
+                            accuracy=(official.get("overall") or {}).get("accuracy"), details=official)
     except KeyboardInterrupt:
         store.finish_run(run_id, status="interrupted", metrics=None, official=None, error="interrupted by user")
         raise

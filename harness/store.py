@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator, TypeVar
 
 from sqlalchemy import (JSON, Boolean, DateTime, Float, ForeignKey, Integer, String, Text,
-                        UniqueConstraint, and_, create_engine, event, func, or_, select, update)
+                        UniqueConstraint, and_, create_engine, delete, event, func, or_, select, update)
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
@@ -98,6 +98,27 @@ class Sample(Base):
     latent_steps: Mapped[int | None] = mapped_column(Integer)
     latency_s: Mapped[float | None] = mapped_column(Float)
     extra: Mapped[dict | None] = mapped_column(JSON, default=dict)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+SCORE_KINDS = ("official", "judge", "rule-based")
+
+
+class Score(Base):
+    """One scoring of a run's stored predictions. A run gets one at its end; ``harness rescore``
+    adds more (e.g. an LLM judge over a run first scored rule-based). Kinds are different metrics
+    and are never merged into one column: official (the benchmark's own rule, no model in the
+    loop), judge (an LLM judge, named in ``scorer``), rule-based (our rule where the official
+    metric needs a judge)."""
+
+    __tablename__ = "scores"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    run_id: Mapped[int] = mapped_column(ForeignKey("runs.id"), index=True)
+    kind: Mapped[str] = mapped_column(String(20))
+    scorer: Mapped[str] = mapped_column(String(500), default="")  # e.g. "judge:gpt-4o-mini@http://..."
+    accuracy: Mapped[float | None] = mapped_column(Float)  # percent, the headline number
+    details: Mapped[dict | None] = mapped_column(JSON, default=dict)  # the scorer's full output
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 
@@ -264,6 +285,33 @@ class Store:
         n = self._write(lambda s: s.execute(update(Run).where(Run.id == run_id).values(**values)).rowcount)
         if not n:
             raise KeyError(self._missing(run_id))
+
+    def add_score(self, run_id: int, *, kind: str, scorer: str, accuracy: float | None,
+                  details: dict | None) -> int:
+        """Store one scoring of a run, replacing an earlier one by the same kind and scorer; returns its id."""
+        if kind not in SCORE_KINDS:
+            raise ValueError(f"score kind must be one of {SCORE_KINDS}, not {kind!r}")
+
+        def tx(s: Session) -> int:
+            if s.get(Run, run_id) is None:
+                raise KeyError(self._missing(run_id))
+            s.execute(delete(Score).where(Score.run_id == run_id, Score.kind == kind, Score.scorer == scorer))
+            score = Score(run_id=run_id, kind=kind, scorer=scorer, accuracy=accuracy, details=details or {})
+            s.add(score)
+            s.flush()
+            return score.id
+
+        return self._write(tx)
+
+    def scores(self, run_id: int | None = None, *, kind: str | None = None) -> list[dict[str, Any]]:
+        """Scorings, oldest first (all runs, or one)."""
+        q = select(Score)
+        if run_id is not None:
+            q = q.where(Score.run_id == run_id)
+        if kind is not None:
+            q = q.where(Score.kind == kind)
+        with self._read() as s:
+            return [_as_dict(x) for x in s.scalars(q.order_by(Score.id))]
 
     # -- reads ----------------------------------------------------------------------
 

@@ -45,6 +45,17 @@ class Method(ABC):
         """The full configuration, as stored with a run (and compared when a run is resumed)."""
         return {"method": self.name, **dataclasses.asdict(self.options)}
 
+    def backbone_options(self) -> dict:
+        """Options the backbone must be loaded with for this method (e.g. ``{"positions": "1d"}``).
+
+        Family-neutral by construction: every backbone accepts them (see ``Backbone.__init__``).
+        """
+        return {}
+
+    def prepare(self, backbone: "Backbone") -> None:
+        """Called once after the backbone is loaded, before any query: load checkpoints or vectors,
+        attach adapters or hooks. Raise ``ValueError`` with a one-line message on bad files."""
+
     @abstractmethod
     def run(self, backbone: "Backbone", queries: list[Query]) -> list[MethodOutput]: ...
 

@@ -110,7 +110,7 @@ def test_qwen_mrope_positions(tiny_model_dirs, images):
     from harness.backbones import load_backbone
 
     mrope = load_backbone(str(tiny_model_dirs["qwen2-vl"]), device="cpu", dtype="float32")
-    flat = load_backbone(str(tiny_model_dirs["qwen2-vl"]), device="cpu", dtype="float32", mrope=False)
+    flat = load_backbone(str(tiny_model_dirs["qwen2-vl"]), device="cpu", dtype="float32", positions="1d")
     inputs = mrope.build_inputs(images, PROMPTS)
     positions, start = mrope.prefill_positions(inputs)
     assert positions.shape[0] == 3

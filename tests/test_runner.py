@@ -51,6 +51,9 @@ def test_run_stores_scored_samples_and_metrics(tiny_model_dirs, m3cot_data, db, 
     assert metrics["peak_memory_mb"] > 0 and metrics["samples_per_second"] > 0
     assert run["official"]["overall"]["total"] == 6
     assert run["official"]["overall"]["correct"] == metrics["correct"], "per-sample judge agrees with official score"
+    (score,) = store.scores(run["id"])
+    assert score["kind"] == "official" and score["details"] == run["official"]
+    assert score["accuracy"] == run["official"]["overall"]["accuracy"]
 
 
 def test_limit_is_a_deterministic_subset():

@@ -178,3 +178,18 @@ def test_default_url_and_env(tmp_path, monkeypatch):
     monkeypatch.setenv("HARNESS_DB", str(tmp_path / "other/h.db"))  # a bare path also works
     with Store() as s:
         assert s.url.endswith("other/h.db") and (tmp_path / "other/h.db").is_file()
+
+
+def test_scores_are_kept_per_kind_and_replaced_per_scorer(tmp_path):
+    store = Store(f"sqlite:///{tmp_path}/s.db")
+    run_id, _, _ = store.start_run("k", {"method": "direct", "model": "m", "benchmark": "mathvista"})
+    store.add_score(run_id, kind="rule-based", scorer="mathvista:rules", accuracy=40.0, details={"a": 1})
+    store.add_score(run_id, kind="judge", scorer="judge:m@u", accuracy=50.0, details={})
+    store.add_score(run_id, kind="judge", scorer="judge:m@u", accuracy=55.0, details={})  # rescored
+    kinds = [(s["kind"], s["accuracy"]) for s in store.scores(run_id)]
+    assert kinds == [("rule-based", 40.0), ("judge", 55.0)]
+    assert [s["accuracy"] for s in store.scores(kind="judge")] == [55.0]
+    with pytest.raises(ValueError, match="score kind"):
+        store.add_score(run_id, kind="vibes", scorer="x", accuracy=1.0, details={})
+    with pytest.raises(KeyError):
+        store.add_score(run_id + 7, kind="judge", scorer="x", accuracy=1.0, details={})

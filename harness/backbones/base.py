@@ -60,7 +60,15 @@ class Backbone:
     family: ClassVar[str] = ""
     model_types: ClassVar[tuple[str, ...]] = ()
 
-    def __init__(self, model, processor, *, model_id: str, revision: str = ""):
+    # "native": the positions the family was trained with (Qwen2-VL's M-RoPE grid for images);
+    # "1d": plain 0..T-1 for every token, which is what some reference codes feed (IVT-LR's).
+    # For 1-D families both are the same. Methods ask for a mode; they never ask for the family.
+    POSITION_MODES: ClassVar[tuple[str, ...]] = ("native", "1d")
+
+    def __init__(self, model, processor, *, model_id: str, revision: str = "", positions: str = "native"):
+        if positions not in self.POSITION_MODES:
+            raise ValueError(f"unknown position mode {positions!r}; choose one of: {', '.join(self.POSITION_MODES)}")
+        self.positions = positions
         self.model = model.eval()
         self.processor = processor
         self.tokenizer = processor.tokenizer

@@ -24,18 +24,14 @@ class LlavaBackbone(Backbone):
 class QwenVLBackbone(Backbone):
     """Qwen2-VL and Qwen2.5-VL: 3-D M-RoPE positions (temporal, height, width).
 
-    ``mrope=True`` (default) gives image tokens their 2-D grid positions from the model's own
-    ``get_rope_index`` and continues appended embeddings as text positions after the largest one,
-    as the model was trained. ``mrope=False`` feeds plain 1-D positions 0..T-1 to all three
+    ``positions="native"`` (default) gives image tokens their 2-D grid positions from the model's
+    own ``get_rope_index`` and continues appended embeddings as text positions after the largest
+    one, as the model was trained. ``positions="1d"`` feeds plain 1-D positions 0..T-1 to all three
     sections, which is what IVT-LR's published code does.
     """
 
     family = "qwen2-vl"
     model_types = ("qwen2_vl", "qwen2_5_vl")
-
-    def __init__(self, model, processor, *, model_id: str, revision: str = "", mrope: bool = True):
-        super().__init__(model, processor, model_id=model_id, revision=revision)
-        self.mrope = mrope
 
     @staticmethod
     def model_class(model_type: str):
@@ -44,11 +40,11 @@ class QwenVLBackbone(Backbone):
         return Qwen2_5_VLForConditionalGeneration if model_type == "qwen2_5_vl" else Qwen2VLForConditionalGeneration
 
     def describe(self) -> dict:
-        return {**super().describe(), "positions": "mrope" if self.mrope else "1d"}
+        return {**super().describe(), "positions": "mrope" if self.positions == "native" else "1d"}
 
     def prefill_positions(self, inputs):
         has_vision = inputs.get("image_grid_thw") is not None or inputs.get("video_grid_thw") is not None
-        if not (self.mrope and has_vision):
+        if not (self.positions == "native" and has_vision):
             positions, next_position = super().prefill_positions(inputs)
             return positions[None].expand(3, -1, -1), next_position
         get_rope_index = self.model.model.get_rope_index
