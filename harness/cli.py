@@ -13,7 +13,13 @@ EXIT_USAGE = 2
 
 # Feature commands live with their feature; each module has ``add_commands(subparsers)`` and keeps
 # its heavy imports inside the handlers (``harness --help`` must stay instant).
-COMMAND_MODULES: list[str] = []
+COMMAND_MODULES: list[str] = [
+    "harness.data_commands",
+    "harness.rescore_commands",
+    "harness.leaderboard_commands",
+    "harness.l2v_commands",
+    "harness.train_commands",
+]
 
 
 class UsageError(Exception):
@@ -65,6 +71,7 @@ def _quiet_libraries() -> None:
 def cmd_run(args) -> int:
     from methods import METHODS, coerce_options
 
+    from .judge import judge_from_args
     from .runner import RunSpec, execute
 
     method_cls = METHODS.get(args.method)
@@ -75,17 +82,23 @@ def cmd_run(args) -> int:
     spec = RunSpec(method=args.method, bench=args.bench, model=args.model, method_options=options, data=args.data,
                    split=args.split, limit=args.limit, seed=args.seed, batch_size=args.batch_size, device=args.device,
                    dtype=args.dtype, revision=args.revision, db=args.db, fresh=args.fresh,
-                   progress=not args.no_progress)
+                   progress=not args.no_progress,
+                   judge=judge_from_args(args.judge_url, args.judge_model, args.judge_key_env))
     report = execute(spec)
     m = report.metrics
     if args.json:
         print(json.dumps({"run_id": report.run_id, "db": report.db_url, "resumed": report.resumed,
-                          "new_samples": report.n_new, "metrics": m, "official": report.official}, indent=2))
+                          "new_samples": report.n_new, "metrics": m, "official": report.official,
+                          "judged": report.judged}, indent=2))
     else:
         acc = f"{m['accuracy']:.2f} ± {m['accuracy_se']:.2f}" if m.get("accuracy") is not None else "n/a"
         print(f"run {report.run_id} {'resumed' if report.resumed else 'finished'}: {args.method} on {args.bench}, "
               f"{m['n']} samples ({report.n_new} new, {m['n_errors']} errors), accuracy {acc} %, "
               f"mean generated tokens {m.get('mean_generated_tokens')}")
+        for result in (report.official, report.judged):
+            if result and (result.get("overall") or {}).get("accuracy") is not None:
+                print(f"{result.get('scoring', 'official')} score ({result.get('scorer', args.bench)}): "
+                      f"{result['overall']['accuracy']:.2f} %")
         print(f"results: {report.db_url}  (harness show {report.run_id})")
     return 0
 
@@ -130,12 +143,24 @@ def cmd_show(args) -> int:
     return 0
 
 
+_EXPORT_SUFFIXES = {".jsonl": "jsonl", ".md": "md", ".markdown": "md", ".tex": "latex", ".html": "html",
+                    ".htm": "html"}
+
+
 def cmd_export(args) -> int:
     from .reports import export
 
-    fmt = args.format or ("jsonl" if args.out.endswith(".jsonl") else "csv")
-    n = export(_store(args), args.out, fmt=fmt, what=args.what, run_ids=args.run or None)
-    print(f"wrote {n} {args.what} rows to {args.out}")
+    fmt = args.format or _EXPORT_SUFFIXES.get(Path(args.out).suffix.lower(), "csv")
+    what = args.what or ("leaderboard" if fmt in ("md", "latex", "html") else "runs")
+    if what == "leaderboard":
+        from .leaderboard_commands import export_leaderboard
+
+        return export_leaderboard(args, fmt)
+    if fmt not in ("csv", "jsonl"):
+        raise UsageError(f"--format {fmt} is for the leaderboard table (--what leaderboard); "
+                         f"{what} rows export as csv or jsonl")
+    n = export(_store(args), args.out, fmt=fmt, what=what, run_ids=args.run or None)
+    print(f"wrote {n} {what} rows to {args.out}")
     return 0
 
 
@@ -150,22 +175,27 @@ def cmd_tiny_model(args) -> int:
 
 
 def cmd_score(args) -> int:
-    if args.bench != "m3cot":
-        from .api import BENCHMARKS
+    from .scoring.predictions import score_predictions
 
-        BENCHMARKS.get(args.bench)  # unknown name → the list of valid ones
-        raise UsageError(f"scoring a prediction file for {args.bench} is not available yet "
-                         "(it lands with the benchmarks issue); available now: m3cot")
-    from .scoring.m3cot import score_file
+    judge = None
+    if args.judge_url or args.judge_model:
+        from .judge import judge_from_args
 
-    result = score_file(args.predictions)
+        judge = judge_from_args(args.judge_url, args.judge_model, args.judge_key_env)
+        judge.check()
+    result = score_predictions(args.bench, args.predictions, data=args.data, split=args.split, judge=judge)
     if args.json:
         print(json.dumps(result))
-    else:
-        o = result["overall"]
-        print(f"overall: {o['correct']}/{o['total']} = {o['accuracy']:.2f} %")
-        for domain, d in result["by_domain"].items():
-            print(f"  {domain}: {d['correct']}/{d['total']} = {d['accuracy']:.2f} %")
+        return 0
+    o = result["overall"]
+    kind = result.get("scoring", "official") + (f" ({result['scorer']})" if result.get("scorer") else "")
+    extra = "".join(f", {k} {o[k]:.2f}" for k in ("f1", "precision", "recall", "question_accuracy") if o.get(k) is not None)
+    print(f"{args.bench} [{kind}] overall: {o['correct']}/{o['total']} = {o['accuracy']:.2f} %{extra}")
+    if result.get("undecided"):
+        print(f"  {result['undecided']} answer(s) the rule could not decide (scored wrong); {result.get('note', '')}")
+    for name, b in result.get("by_category", {}).items():
+        counts = f"{b['correct']}/{b['total']} = " if "correct" in b else ""
+        print(f"  {name}: {counts}{b['accuracy']:.2f} %")
     return 0
 
 
@@ -237,6 +267,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--fresh", action="store_true", help="start over instead of resuming the same run")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--judge-url", help="also score with an LLM judge behind this OpenAI-compatible API base, "
+                                       "e.g. http://127.0.0.1:8000/v1 (MathVista, MathVerse); stored as a "
+                                       "separate 'judge' score")
+    p.add_argument("--judge-model", help="the model the judge endpoint serves")
+    p.add_argument("--judge-key-env", default="HARNESS_JUDGE_API_KEY", metavar="VAR",
+                   help="environment variable holding the judge's API key (default: HARNESS_JUDGE_API_KEY)")
     db_arg(p)
     p.set_defaults(handler=cmd_run, accepts_method_flags=True)
 
@@ -256,12 +292,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
     p.set_defaults(handler=cmd_show)
 
-    p = sub.add_parser("export", help="runs or per-sample rows as CSV or JSON lines")
+    p = sub.add_parser("export", help="runs or per-sample rows (CSV, JSON lines), or the leaderboard table "
+                                      "(CSV, Markdown, LaTeX, HTML)")
     db_arg(p)
-    p.add_argument("--what", choices=["runs", "samples"], default="runs")
-    p.add_argument("--format", choices=["csv", "jsonl"], help="default: from the file name, else csv")
+    p.add_argument("--what", choices=["runs", "samples", "leaderboard"],
+                   help="default: leaderboard for md/latex/html, else runs")
+    p.add_argument("--format", choices=["csv", "jsonl", "md", "latex", "html"],
+                   help="default: from the file name (.jsonl .md .tex .html), else csv")
     p.add_argument("--out", required=True)
-    p.add_argument("--run", type=int, action="append", help="only this run id (repeatable)")
+    p.add_argument("--run", type=int, action="append", help="runs/samples: only this run id (repeatable)")
+    from .leaderboard_commands import add_table_filters
+
+    add_table_filters(p)
     p.set_defaults(handler=cmd_export)
 
     p = sub.add_parser("tiny-model", help="write a tiny random checkpoint (tests, demos; no network)")
@@ -276,8 +318,16 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("score", help="score a prediction file with a benchmark's official rule")
     p.add_argument("bench")
-    p.add_argument("--predictions", required=True, help="m3cot: M3CoT's jsonl format (id, answer, choices, "
-                                                         "domain, topic, messages)")
+    p.add_argument("--predictions", required=True,
+                   help="VLMEvalKit's prediction format (the benchmark's TSV columns plus `prediction`; .xlsx, .tsv, "
+                        ".csv, .json, .pkl) for the VLMEvalKit benchmarks; M3CoT's jsonl format (id, answer, choices, "
+                        "domain, topic, messages) for m3cot")
+    p.add_argument("--data", help="the benchmark's data the predictions were made on (default: $LMUData/NAME.tsv)")
+    p.add_argument("--split", help="the benchmark's split / VLMEvalKit variant (default: its evaluation split)")
+    p.add_argument("--judge-url", help="MathVista/MathVerse: an OpenAI-compatible API base for VLMEvalKit's LLM judge "
+                                       "(without one they are scored by a labelled rule)")
+    p.add_argument("--judge-model", help="the judge model the endpoint serves")
+    p.add_argument("--judge-key-env", help="environment variable holding the judge's API key")
     p.add_argument("--json", action="store_true")
     p.set_defaults(handler=cmd_score)
 

@@ -22,6 +22,7 @@ from pathlib import Path
 
 from harness import __version__
 from harness.api import BENCHMARKS, BadImage, DataError, Query, Sample
+from harness.judge import JudgeConfig
 
 log = logging.getLogger("harness")
 
@@ -44,6 +45,9 @@ class RunSpec:
     db: str | None = None
     fresh: bool = False
     progress: bool = True
+    # An LLM judge scores the run in addition to the benchmark's own scoring (a separate "judge" score
+    # row); it does not change the predictions, so it is not part of the run's identity.
+    judge: JudgeConfig | None = None
 
 
 @dataclass
@@ -54,6 +58,7 @@ class RunReport:
     n_new: int
     metrics: dict
     official: dict
+    judged: dict | None = None  # the judge's scoring, when RunSpec.judge was given
 
 
 def select_positions(total: int, limit: int | None, seed: int) -> list[int]:
@@ -106,6 +111,8 @@ def execute(spec: RunSpec) -> RunReport:
     if total == 0:
         raise DataError(f"benchmark {spec.bench} has no samples in {spec.data or 'its default location'}")
     positions = select_positions(total, spec.limit, spec.seed)
+    if spec.judge is not None:
+        spec.judge.check()  # a wrong URL, model or key fails now, not after the whole run
     if spec.batch_size < 1:
         raise ValueError(f"--batch-size must be at least 1, got {spec.batch_size}")
     batch_size = spec.batch_size if method.supports_batching else 1
@@ -121,7 +128,9 @@ def execute(spec: RunSpec) -> RunReport:
     method.prepare(backbone)
     described = backbone.describe()
     subset = {"limit": spec.limit, "seed": spec.seed, "n": len(positions), "of": total,
-              "positions_sha": hashlib.sha256(json.dumps(positions).encode()).hexdigest()[:16]}
+              "positions_sha": hashlib.sha256(json.dumps(positions).encode()).hexdigest()[:16],
+              # Where the data was read from, so `harness rescore` can score the stored predictions later.
+              "data": str(Path(spec.data).expanduser().resolve()) if spec.data else None}
     fields = {
         "method": spec.method, "method_config": method.config(), "model": spec.model,
         "model_revision": backbone.revision, "backbone_family": backbone.family, "benchmark": spec.bench,
@@ -132,6 +141,7 @@ def execute(spec: RunSpec) -> RunReport:
     # What determines the outputs, and so names the run; device, batch size and versions do not.
     identity = {k: fields[k] for k in ("method_config", "model", "model_revision", "benchmark", "split", "subset",
                                        "data_fingerprint", "seed")}
+    identity["subset"] = {k: v for k, v in subset.items() if k != "data"}  # same data elsewhere: same run
     identity["backbone"] = {k: v for k, v in described.items() if k not in ("model", "revision", "device")}
     store = Store(spec.db)
     run_id, done, resumed = store.start_run(run_key(identity), fields, fresh=spec.fresh)
@@ -159,9 +169,7 @@ def execute(spec: RunSpec) -> RunReport:
         store.finish_run(run_id, status="finished", metrics=metrics, official=official,
                          peak_memory_mb=metrics["peak_memory_mb"])
         if official:
-            store.add_score(run_id, kind=official.get("scoring", "official"),
-                            scorer=official.get("scorer", f"{spec.bench}:official"),
-                            accuracy=(official.get("overall") or {}).get("accuracy"), details=official)
+            save_score(store, run_id, spec.bench, official)
     except KeyboardInterrupt:
         store.finish_run(run_id, status="interrupted", metrics=None, official=None, error="interrupted by user")
         raise
@@ -169,8 +177,30 @@ def execute(spec: RunSpec) -> RunReport:
         store.finish_run(run_id, status="failed", metrics=None, official=None,
                          error="".join(traceback.format_exception_only(type(exc), exc)).strip())
         raise
+    judged = _judge_finished_run(store, run_id, benchmark, spec) if spec.judge is not None else None
     return RunReport(run_id=run_id, db_url=store.url, resumed=resumed, n_new=n_new, metrics=metrics,
-                     official=official)
+                     official=official, judged=judged)
+
+
+def _judge_finished_run(store, run_id: int, benchmark, spec: RunSpec) -> dict | None:
+    """The judge's score row, added after the run is finished and stored: a judge failing here loses no
+    prediction, and the run can be judged later with ``harness rescore``."""
+    from harness.judge import JudgeError
+
+    try:
+        judged = score_stored(store, run_id, benchmark, judge=spec.judge)
+    except Exception as exc:
+        raise JudgeError(f"run {run_id} is finished and stored, but judging it failed "
+                         f"({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}); judge it later "
+                         f"with `harness rescore {run_id} --judge-url URL --judge-model MODEL`") from exc
+    if not judged:
+        return None
+    if not uses_judge(judged):
+        log.warning("benchmark %s is scored by its own rule, not by an LLM judge; --judge-url was not used",
+                    spec.bench)
+        return None
+    save_score(store, run_id, spec.bench, judged)
+    return judged
 
 
 def _uid_at(benchmark, position: int) -> str:
@@ -219,7 +249,11 @@ def _score(store, run_id: int, benchmark) -> tuple[dict, dict]:
     from .metrics import summarize
 
     rows = store.samples(run_id)
-    metrics = summarize(rows)
+    return summarize(rows), score_rows(rows, benchmark)
+
+
+def score_rows(rows: list[dict], benchmark, judge: JudgeConfig | None = None) -> dict:
+    """``benchmark.score`` over stored sample rows (their final answers), with ``judge`` if given."""
     scored, answers = [], []
     for row in rows:
         try:
@@ -227,8 +261,33 @@ def _score(store, run_id: int, benchmark) -> tuple[dict, dict]:
         except DataError:
             continue  # unreadable rows are counted as errors in the metrics, not by the official scorer
         answers.append("" if row.get("error") else row.get("answer") or "")
-    official = benchmark.score(scored, answers) if scored else {}
-    return metrics, official
+    if not scored:
+        return {}
+    if judge is None or not takes_judge(benchmark):
+        return benchmark.score(scored, answers)  # a benchmark without a judge parameter scores by its own rule
+    return benchmark.score(scored, answers, judge=judge)
+
+
+def takes_judge(benchmark) -> bool:
+    import inspect
+
+    return "judge" in inspect.signature(benchmark.score).parameters
+
+
+def uses_judge(result: dict) -> bool:
+    return result.get("scoring") == "judge"
+
+
+def score_stored(store, run_id: int, benchmark, judge: JudgeConfig | None = None) -> dict:
+    """Score a run's stored predictions (read only: samples are never changed)."""
+    return score_rows(store.samples(run_id), benchmark, judge=judge)
+
+
+def save_score(store, run_id: int, bench: str, result: dict) -> int:
+    """One score row; its kind is the scorer's own label ("official" / "judge" / "rule-based")."""
+    return store.add_score(run_id, kind=result.get("scoring", "official"),
+                           scorer=result.get("scorer", f"{bench}:{result.get('scoring', 'official')}"),
+                           accuracy=(result.get("overall") or {}).get("accuracy"), details=result)
 
 
 def report_dict(report: RunReport) -> dict:

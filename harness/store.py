@@ -11,7 +11,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable, Iterator, TypeVar
 
-from sqlalchemy import (JSON, Boolean, DateTime, Float, ForeignKey, Integer, String, Text,
+from sqlalchemy import (JSON, Boolean, DateTime, Float, ForeignKey, Index, Integer, String, Text,
                         UniqueConstraint, and_, create_engine, delete, event, func, or_, select, update)
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import OperationalError
@@ -79,7 +79,8 @@ class Run(Base):
 
 class Sample(Base):
     __tablename__ = "samples"
-    __table_args__ = (UniqueConstraint("run_id", "uid"),)
+    # (run_id, position): the leaderboard's run page pages a run's rows in data order.
+    __table_args__ = (UniqueConstraint("run_id", "uid"), Index("ix_samples_run_position", "run_id", "position"))
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     run_id: Mapped[int] = mapped_column(ForeignKey("runs.id"), index=True)
@@ -119,6 +120,55 @@ class Score(Base):
     scorer: Mapped[str] = mapped_column(String(500), default="")  # e.g. "judge:gpt-4o-mini@http://..."
     accuracy: Mapped[float | None] = mapped_column(Float)  # percent, the headline number
     details: Mapped[dict | None] = mapped_column(JSON, default=dict)  # the scorer's full output
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class ReportedResult(Base):
+    """A number a paper reports (``harness import-paper-results``), kept apart from measured runs:
+    the leaderboard shows it beside a run only when method, backbone and benchmark all match."""
+
+    __tablename__ = "reported_results"
+    __table_args__ = (UniqueConstraint("source", "method", "backbone", "benchmark", "metric"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    source: Mapped[str] = mapped_column(String(500))  # paper and table, e.g. "LaRe (Ma et al.), Table 1"
+    method: Mapped[str] = mapped_column(String(200))  # the paper's display name
+    backbone: Mapped[str] = mapped_column(String(200))
+    benchmark: Mapped[str] = mapped_column(String(200))
+    metric: Mapped[str] = mapped_column(String(100))  # accuracy | tokens_on_correct | ...
+    value: Mapped[float] = mapped_column(Float)
+    note: Mapped[str | None] = mapped_column(Text, default="")
+    imported_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+def _create_schema(conn) -> None:
+    """Missing tables, then missing indexes: ``create_all`` skips the indexes of a table that already
+    exists, so an index added later reaches an older database only through ``checkfirst``."""
+    Base.metadata.create_all(conn)
+    for table in Base.metadata.sorted_tables:
+        for index in table.indexes:
+            index.create(conn, checkfirst=True)
+
+
+class TextSideMetric(Base):
+    """A text-only metric tied to an L2V-CoT direction file (``harness l2v textside|analyze``):
+    an lm-eval task score of the source LLM or of the VLM's language side, steered or not, or a
+    LAT dispersion figure (task ``lat-analysis``). Kept apart from benchmark runs."""
+
+    __tablename__ = "text_side_metrics"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    vector_sha: Mapped[str | None] = mapped_column(String(64), index=True)  # sha256 of the direction file
+    vector_path: Mapped[str | None] = mapped_column(String(1000))
+    model: Mapped[str] = mapped_column(String(500))
+    steered: Mapped[bool] = mapped_column(Boolean, default=False)
+    alpha: Mapped[float | None] = mapped_column(Float)
+    layer: Mapped[int | None] = mapped_column(Integer)
+    task: Mapped[str] = mapped_column(String(200))
+    metric: Mapped[str] = mapped_column(String(200))
+    value: Mapped[float | None] = mapped_column(Float)
+    n: Mapped[int | None] = mapped_column(Integer)
+    config: Mapped[dict | None] = mapped_column(JSON, default=dict)  # everything else that produced it
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 
@@ -173,7 +223,7 @@ class Store:
         # (BEGIN IMMEDIATE), so the busy timeout applies instead of a failed lock upgrade.
         self._wengine = self.engine.execution_options(harness_write=True)
         if not read_only:
-            self._write(lambda s: Base.metadata.create_all(s.connection()))
+            self._write(lambda s: _create_schema(s.connection()))
 
     def _setup_sqlite(self) -> None:
         ro = self.read_only
@@ -312,6 +362,33 @@ class Store:
             q = q.where(Score.kind == kind)
         with self._read() as s:
             return [_as_dict(x) for x in s.scalars(q.order_by(Score.id))]
+
+    def add_text_metrics(self, rows: list[dict[str, Any]]) -> list[int]:
+        """Insert text-side metric rows in one transaction; returns their ids."""
+        fields = frozenset(c.name for c in TextSideMetric.__table__.columns) - {"id"}
+        for row in rows:
+            unknown = set(row) - fields
+            if unknown:
+                raise ValueError(f"unknown text-side metric fields: {sorted(unknown)}")
+
+        def tx(s: Session) -> list[int]:
+            objs = [TextSideMetric(**row) for row in rows]
+            s.add_all(objs)
+            s.flush()
+            return [obj.id for obj in objs]
+
+        return self._write(tx)
+
+    def text_metrics(self, *, vector_sha: str | None = None, model: str | None = None,
+                     task: str | None = None) -> list[dict[str, Any]]:
+        """Text-side metric rows, oldest first, optionally filtered."""
+        q = select(TextSideMetric)
+        for col, val in ((TextSideMetric.vector_sha, vector_sha), (TextSideMetric.model, model),
+                         (TextSideMetric.task, task)):
+            if val is not None:
+                q = q.where(col == val)
+        with self._read() as s:
+            return [_as_dict(x) for x in s.scalars(q.order_by(TextSideMetric.id))]
 
     # -- reads ----------------------------------------------------------------------
 

@@ -69,7 +69,9 @@ class Method(ABC):
         return outputs
 
 
-METHODS: Registry[type[Method]] = Registry("method", "harness.methods", builtin_modules=["methods.baselines"])
+METHODS: Registry[type[Method]] = Registry(
+    "method", "harness.methods", builtin_modules=["methods.baselines", "methods.l2v_cot.method", "methods.ivt_lr.method"]
+)
 register_method = METHODS.register
 
 

@@ -66,9 +66,9 @@ def test_score_m3cot_prints_the_official_json(capsys):
     assert result["by_domain"]["mathematics"]["correct"] == 55
 
 
-def test_score_other_benchmarks_is_not_available_yet(tmp_path, capsys):
-    assert main(["score", "mmvp", "--predictions", str(tmp_path / "p.tsv")]) == 2
-    assert "not available yet" in capsys.readouterr().err
+def test_score_reports_a_missing_prediction_file_and_unknown_benchmarks(tmp_path, capsys):
+    assert main(["score", "m3cot", "--predictions", str(tmp_path / "p.jsonl")]) == 2
+    assert "prediction file not found" in capsys.readouterr().err
     assert main(["score", "nope", "--predictions", str(tmp_path / "p.tsv")]) == 2
     assert "choose one of" in capsys.readouterr().err
 

@@ -102,5 +102,5 @@ def test_fixtures_are_deterministic(tmp_path):
 def test_cli_writes_and_prints_paths(tmp_path, capsys):
     assert main(["--out", str(tmp_path), "--n", "6", "--seed", "1"]) == 0
     printed = dict(line.split("\t") for line in capsys.readouterr().out.strip().splitlines())
-    assert set(printed) == {"m3cot", "mmstar"}
+    assert set(printed) == {"m3cot", "mmstar", "mmbench", "mmvp", "pope", "scienceqa", "mathvista", "mathverse"}
     assert (tmp_path / "m3cot").is_dir() and printed["mmstar"] == str(tmp_path / "MMStar_fixture.tsv")

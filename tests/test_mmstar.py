@@ -9,14 +9,10 @@ import sys
 import pandas as pd
 import pytest
 
-from harness.api import BENCHMARKS, BadImage, DataError, NotAvailableYet
+from harness.api import BadImage, DataError
 from harness.benchmarks.mmstar import MMStar, lmu_data_root
 from harness.fixtures import MMSTAR_CATEGORIES, write_mmstar_fixture
 
-PENDING = {
-    "mathvista": "MathVista_MINI", "mathverse": "MathVerse_MINI", "mmbench": "MMBench_DEV_EN",
-    "mmvp": "MMVP", "pope": "POPE", "scienceqa": "ScienceQA_VAL",
-}
 
 
 @pytest.fixture(scope="module")
@@ -205,17 +201,6 @@ def test_missing_columns_is_one_line_naming_file_and_columns(tsv, tmp_path):
         MMStar(str(path))
     message = str(err.value)
     assert "\n" not in message and str(path) in message and "A, category" in message
-
-
-@pytest.mark.parametrize("name", sorted(PENDING))
-def test_pending_benchmarks_raise_not_available_yet(name):
-    cls = BENCHMARKS.get(name)
-    assert PENDING[name] in cls.description
-    with pytest.raises(NotAvailableYet) as err:
-        cls()
-    message = str(err.value)
-    assert "\n" not in message and f"benchmark {name} is registered but not available yet" in message
-    assert message.endswith("available now: m3cot, mmstar")
 
 
 def test_registering_benchmarks_does_not_import_vlmeval():

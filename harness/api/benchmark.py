@@ -72,11 +72,14 @@ class Benchmark(ABC):
     def judge(self, sample: Sample, answer: str) -> Judgement:
         """Apply the official answer-extraction rule to one final answer text."""
 
-    def score(self, samples: list[Sample], answers: list[str]) -> dict:
+    def score(self, samples: list[Sample], answers: list[str], judge=None) -> dict:
         """Official metrics for a whole run: ``{"overall": {...}, "by_category": {...}, "scoring": ...}``.
 
         The default counts per-sample judgements; benchmarks whose official metric is not a mean of
-        per-sample scores (circular MMBench, MMVP pairs, POPE F1) override it.
+        per-sample scores (circular MMBench, MMVP pairs, POPE F1) override it. ``judge`` (a
+        :class:`harness.judge.JudgeConfig`) matters only to benchmarks officially scored by an LLM judge
+        (MathVista, MathVerse: ``"scoring": "judge"`` with it, ``"rule-based"`` without); the others
+        ignore it and return ``"scoring": "official"``.
         """
         overall = {"correct": 0, "total": 0}
         by_category: dict[str, dict] = {}

@@ -171,9 +171,17 @@ class Backbone:
         return ForwardResult(logits=self.lm_head(hidden), last_hidden=hidden, layer_outputs=layer_outputs,
                              query_attention=query_attention)
 
-    @torch.no_grad()
-    def prefill(self, inputs, *, capture_layers=None, probe_attention: bool = False) -> tuple[DecodeState, ForwardResult]:
-        """Run the multimodal prompt through the model, filling a fresh KV cache."""
+    def prefill(self, inputs, *, capture_layers=None, probe_attention: bool = False,
+                grad: bool = False) -> tuple[DecodeState, ForwardResult]:
+        """Run the multimodal prompt through the model, filling a fresh KV cache.
+
+        ``grad=True`` keeps the autograd graph (training through the cache, Coconut-style); the
+        default runs under ``no_grad``.
+        """
+        with torch.set_grad_enabled(grad):
+            return self._prefill(inputs, capture_layers, probe_attention)
+
+    def _prefill(self, inputs, capture_layers, probe_attention) -> tuple[DecodeState, ForwardResult]:
         from transformers import DynamicCache
 
         positions, next_position = self.prefill_positions(inputs)
@@ -206,22 +214,33 @@ class Backbone:
         )
         return state, result
 
-    @torch.no_grad()
     def append(self, state: DecodeState, embeds: torch.Tensor, *, capture_layers=None,
-               probe_attention: bool = False) -> ForwardResult:
-        """Append ``embeds`` [B, n, D] to the cache at the next text positions; updates ``state``."""
+               probe_attention: bool = False, mask: torch.Tensor | None = None,
+               grad: bool = False) -> ForwardResult:
+        """Append ``embeds`` [B, n, D] to the cache at the next text positions; updates ``state``.
+
+        ``mask`` [B, n] (1 = real, 0 = padding) lets samples of a batch append different numbers of
+        real embeddings: padding slots are masked out and take no position (see
+        :meth:`appended_positions`). ``grad=True`` keeps the autograd graph (training).
+        """
+        with torch.set_grad_enabled(grad):
+            return self._append(state, embeds, capture_layers, probe_attention, mask)
+
+    def _append(self, state, embeds, capture_layers, probe_attention, mask) -> ForwardResult:
         n = embeds.shape[1]
-        positions = self.text_positions(state.next_position, n)
-        mask = torch.cat([state.attention_mask, state.attention_mask.new_ones(embeds.shape[0], n)], dim=1)
+        if mask is None:
+            mask = state.attention_mask.new_ones(embeds.shape[0], n)
+        positions = self.appended_positions(state.next_position, mask)
+        full_mask = torch.cat([state.attention_mask, mask.to(state.attention_mask.dtype)], dim=1)
 
         def call():
-            out = self.language_model(inputs_embeds=embeds.to(self.dtype), attention_mask=mask,
+            out = self.language_model(inputs_embeds=embeds.to(self.dtype), attention_mask=full_mask,
                                       position_ids=positions, past_key_values=state.cache, use_cache=True)
             return out.last_hidden_state
 
         result = self._run_language_model(call, capture_layers, probe_attention)
-        state.attention_mask = mask
-        state.next_position = state.next_position + n
+        state.attention_mask = full_mask
+        state.next_position = state.next_position + mask.long().sum(-1)
         state.logits = result.logits[:, -1]
         state.last_hidden = result.last_hidden[:, -1]
         return result
@@ -237,6 +256,32 @@ class Backbone:
             return out.last_hidden_state
 
         return self._run_language_model(call, capture_layers, probe_attention)
+
+    @torch.no_grad()
+    def prefill_embeds(self, inputs_embeds: torch.Tensor, attention_mask: torch.Tensor, position_ids: torch.Tensor,
+                       next_position: torch.Tensor) -> DecodeState:
+        """A fresh KV cache from an already embedded sequence (e.g. a reference loop's final sequence),
+        ready for :meth:`greedy_decode`; ``next_position`` [B] is the position the next token gets."""
+        from transformers import DynamicCache
+
+        cache = DynamicCache(config=self.language_model.config)
+
+        def call():
+            out = self.language_model(inputs_embeds=inputs_embeds.to(self.dtype), attention_mask=attention_mask,
+                                      position_ids=position_ids, past_key_values=cache, use_cache=True)
+            return out.last_hidden_state
+
+        result = self._run_language_model(call, None, False)
+        return DecodeState(cache=cache, attention_mask=attention_mask.clone(), next_position=next_position.clone(),
+                           logits=result.logits[:, -1], last_hidden=result.last_hidden[:, -1])
+
+    def appended_positions(self, start: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """Positions for appended embeddings after ``start`` [B], where ``mask`` [B, n] marks the real
+        ones: the j-th real embedding gets ``start + j`` whatever padding precedes it in the chunk, so
+        a padded batch gets the positions each sample would get alone."""
+        n = mask.shape[1]
+        shift = (mask.long().cumsum(-1) - 1).clamp(min=0) - torch.arange(n, device=mask.device)  # [B, n], <= 0
+        return self.text_positions(start, n) + shift.to(start.device)
 
     def concat_positions(self, first: torch.Tensor, second: torch.Tensor) -> torch.Tensor:
         """Join two position tensors along the sequence (last) dimension."""

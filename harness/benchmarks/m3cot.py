@@ -290,7 +290,7 @@ class M3CoT(Benchmark):
         extracted = extract_choice(answer or "", sample.choices)
         return Judgement(extracted=extracted, correct=extracted == sample.gold)
 
-    def score(self, samples: list[Sample], answers: list[str]) -> dict:
+    def score(self, samples: list[Sample], answers: list[str], judge=None) -> dict:
         records = [
             {
                 "answer": sample.gold,

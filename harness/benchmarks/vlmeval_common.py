@@ -1,0 +1,481 @@
+"""What every VLMEvalKit benchmark shares: the lazy import, the TSV reader, the local dataset class,
+and a :class:`VLMEvalBenchmark` base that loads and scores through VLMEvalKit's own dataset class.
+
+The data is VLMEvalKit's TSV for the benchmark (``$LMUData/NAME.tsv``; base64 images; a short
+``image`` cell names another row's index). A subclass of VLMEvalKit's class reads that file
+directly, so VLMEvalKit never downloads or md5-checks anything, while the dataset name stays the
+official one: ``evaluate`` then takes exactly the path VLMEvalKit takes for that name (circular
+scoring for MMBench, the pair metric for MMVP, F1 for POPE, ...). Scoring writes the prediction
+table VLMEvalKit's inference writes (the TSV's columns without ``image``, plus ``prediction``) to a
+temporary folder and calls ``dataset.evaluate`` on it.
+
+``import vlmeval`` is slow (~10 s) and has process-wide side effects, so it happens lazily, once,
+through :func:`import_vlmeval`, which undoes the ones the harness must not inherit.
+"""
+from __future__ import annotations
+
+import ast
+import csv
+import hashlib
+import logging
+import math
+import os
+import string
+import tempfile
+from pathlib import Path
+from typing import Any, Callable, ClassVar
+
+from harness.api import Benchmark, DataError, Judgement, Sample
+
+log = logging.getLogger(__name__)
+
+
+# -- VLMEvalKit, imported lazily -------------------------------------------------------------------
+def import_vlmeval():
+    """Import VLMEvalKit once and return the module, undoing its unwanted process-wide side effects.
+
+    Importing it switches off autograd, reseeds torch's global RNG (``vlmeval.vlm``) and disables SSL
+    certificate checks for every HTTPS connection of the process (``vlmeval/__init__``). The first two
+    would silently change training and sampling elsewhere in the process; the last one only serves
+    VLMEvalKit's downloads, which the harness never lets happen. (It also configures root logging and
+    logs an error when no ``.env`` sits beside the package; both are harmless and left alone.)
+    """
+    import sys
+
+    if "vlmeval" in sys.modules and "vlmeval.dataset" in sys.modules:
+        return sys.modules["vlmeval"]
+    import ssl
+
+    import torch
+
+    grad_enabled = torch.is_grad_enabled()
+    cpu_rng = torch.random.get_rng_state()
+    cuda_rng = torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else None
+    https_context = ssl._create_default_https_context
+    try:
+        import vlmeval
+        import vlmeval.dataset  # noqa: F401  (imports vlmeval.vlm and friends: the side effects)
+    except ImportError as exc:
+        raise ImportError(
+            f"the VLMEvalKit benchmarks need VLMEvalKit (`pip install 'latent-cot-harness[vlmeval]'`): {exc}"
+        ) from exc
+    finally:
+        torch.set_grad_enabled(grad_enabled)
+        torch.random.set_rng_state(cpu_rng)
+        if cuda_rng is not None:
+            torch.cuda.set_rng_state_all(cuda_rng)
+        ssl._create_default_https_context = https_context
+    return vlmeval
+
+
+def lmu_data_root() -> Path:
+    """The folder VLMEvalKit keeps its TSVs in, resolved as ``vlmeval.smp.LMUDataRoot`` does.
+
+    Mirrored rather than called: that helper needs the slow import and creates ``~/LMUData``.
+    """
+    env = os.environ.get("LMUData")
+    if env and os.path.exists(env):
+        return Path(env)
+    return Path(os.path.expanduser("~")) / "LMUData"
+
+
+def build_command(vlmeval_name: str) -> str:
+    return f"python -c \"from vlmeval.dataset import build_dataset; build_dataset('{vlmeval_name}')\""
+
+
+_LOCAL_CLASSES: dict[str, type] = {}
+
+
+def local_dataset(class_name: str, vlmeval_name: str, table):
+    """An instance of VLMEvalKit's ``class_name`` named ``vlmeval_name`` over an already-read table.
+
+    The name maps to no URL and no md5 on the instance, so nothing can trigger ``prepare_tsv``'s
+    re-download; ``load_data`` returns the given table anyway. ``dump_image`` writes nothing (the
+    harness decodes images itself; VLMEvalKit would write each one under ``$LMUData/images``).
+    """
+    if class_name not in _LOCAL_CLASSES:
+        import_vlmeval()
+        import vlmeval.dataset as vlmeval_datasets
+
+        base = getattr(vlmeval_datasets, class_name)
+
+        def __init__(self, name, table):
+            self._table = table
+            self.DATASET_URL = {name: ""}
+            self.DATASET_MD5 = {name: None}
+            base.__init__(self, name)  # resolves index-referenced images, as for the real file
+
+        def load_data(self, dataset):
+            return self._table
+
+        def dump_image(self, line):
+            return [f"<image of row {line['index']}>"]
+
+        _LOCAL_CLASSES[class_name] = type(f"Local{class_name}", (base,), {
+            "__init__": __init__, "load_data": load_data, "dump_image": dump_image,
+            "__doc__": f"VLMEvalKit's {class_name} over a local table (never downloads)."})
+    return _LOCAL_CLASSES[class_name](vlmeval_name, table)
+
+
+# -- reading a TSV ---------------------------------------------------------------------------------
+# Columns that only one benchmark's TSV has: used to say which benchmark a wrong file belongs to.
+SIGNATURES = (
+    ("mathverse", ("question_for_eval", "problem_version")),
+    ("mathvista", ("question_type", "answer_type", "skills")),
+    ("mmstar", ("l2_category",)),
+    ("mmbench", ("l2-category", "source", "comment")),
+)
+
+
+def guess_benchmark(columns) -> str | None:
+    """The harness benchmark whose VLMEvalKit TSV has these columns, if the columns say so."""
+    cols = set(columns)
+    for name, needed in SIGNATURES:
+        if all(c in cols for c in needed):
+            return name
+    if {"A", "B"} <= cols and "C" not in cols:
+        return "mmvp"
+    if "A" not in cols and {"index", "question", "answer", "category", "image"} <= cols:
+        return "pope"
+    return None
+
+
+def read_header(path: Path, label: str) -> list[str]:
+    try:
+        with path.open(newline="", encoding="utf-8-sig") as fh:
+            return next(csv.reader(fh, delimiter="\t"), [])
+    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+        raise DataError(f"{label} data {path} is not a readable UTF-8 TSV ({exc}); "
+                        f"expected VLMEvalKit's {label} TSV") from None
+
+
+def unresolvable(cell: str, index: str) -> str:
+    # Longer than 64 characters so VLMEvalKit takes it for image data rather than asserting on it;
+    # not base64, so decode_image raises BadImage for this sample only.
+    return (
+        f"unresolvable image cell {cell[:40]!r} in row {index}: "
+        "neither base64 image data nor the index of a row that holds an image"
+    )
+
+
+def read_table(path: Path, label: str):
+    """The TSV as VLMEvalKit reads it (``pd.read_csv(sep='\\t')``), made safe for its constructor.
+
+    ``ImageBaseDataset.__init__`` asserts on an image cell that does not resolve (one bad row would
+    fail the whole load) and ``eval``s index cells and ``[...]`` image cells. So: the index must be
+    unique integers; ``[...]`` cells must be list literals; unresolvable cells become placeholders
+    (their samples become error rows, with one warning that counts them).
+    """
+    import pandas as pd
+
+    try:
+        table = pd.read_csv(path, sep="\t")
+    except Exception as exc:  # pandas raises several types for a malformed file
+        raise DataError(f"{label} data {path} is not a readable TSV: {exc}") from None
+    if not pd.api.types.is_integer_dtype(table["index"]):
+        bad = next((i for i, x in enumerate(table["index"]) if not str(x).lstrip("-").isdigit()), 0)
+        raise DataError(
+            f"{label} data {path}: row {bad + 2} (line of the file) has index {table['index'][bad]!r}; "
+            f"column index must hold integers as in VLMEvalKit's {label} TSV (fix or drop that row)"
+        )
+    duplicated = table["index"][table["index"].duplicated()].tolist()
+    if duplicated:
+        lines = [int(i) + 2 for i in table.index[table["index"].duplicated()][:5]]
+        raise DataError(
+            f"{label} data {path}: index values repeat ({', '.join(map(str, duplicated[:5]))} at lines "
+            f"{', '.join(map(str, lines))}); every row needs its own index (drop the duplicate rows)"
+        )
+    if "image" not in table:
+        return table
+    keys = [str(x) for x in table["index"]]
+    cells = ["" if pd.isna(x) else str(x) for x in table["image"]]
+    for i, cell in enumerate(cells):
+        if cell.startswith("[") and cell.endswith("]"):  # several images; VLMEvalKit eval()s the cell
+            try:
+                ok = all(isinstance(x, str) and len(x) > 64 for x in ast.literal_eval(cell))
+            except (ValueError, SyntaxError, TypeError):
+                ok = False
+            if not ok:
+                cells[i] = unresolvable(cell, keys[i])
+    # Resolve short cells (row references) exactly in VLMEvalKit's order, marking what it would reject.
+    image_map = dict(zip(keys, cells))
+    bad = []
+    for key, cell in image_map.items():
+        if len(cell) <= 64:
+            if cell in image_map and len(image_map[cell]) > 64:
+                image_map[key] = image_map[cell]
+            else:
+                bad.append(key)
+    if bad:
+        bad_set = set(bad)
+        table["image"] = [unresolvable(c, k) if k in bad_set else c for k, c in zip(keys, cells)]
+        log.warning("%s data %s: %d row(s) with an unresolvable image cell (index %s); they score as errors",
+                    label, path, len(bad), ", ".join(bad[:10]))
+    else:
+        table["image"] = cells
+    return table
+
+
+def text(value: Any) -> str:
+    import pandas as pd
+
+    return "" if value is None or (not isinstance(value, (list, tuple)) and pd.isna(value)) else str(value)
+
+
+def plain(value: Any) -> Any:
+    """A JSON-serialisable copy of one cell of VLMEvalKit's result tables."""
+    if hasattr(value, "item"):  # numpy scalar
+        value = value.item()
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    return value if isinstance(value, (int, float, str, bool)) or value is None else str(value)
+
+
+def frame_dict(frame) -> dict:
+    """A DataFrame (or dict) of VLMEvalKit results as ``{column: [values]}`` of plain values."""
+    if isinstance(frame, dict):
+        return {str(k): plain(v) if not isinstance(v, (list, tuple)) else [plain(x) for x in v]
+                for k, v in frame.items()}
+    return {str(k): [plain(v) for v in values] for k, values in frame.to_dict(orient="list").items()}
+
+
+def bucket(correct: int, total: int) -> dict:
+    return {"correct": int(correct), "total": int(total),
+            "accuracy": round(100.0 * correct / total, 2) if total else 0.0}
+
+
+EMPTY = {"correct": 0, "total": 0, "accuracy": 0.0}
+
+
+def read_hits(pred_file: str) -> dict[int, int]:
+    """index → hit from the record ``ImageMCQDataset.evaluate`` writes beside the prediction file
+    (``*_exact_matching_result.xlsx``: one row per scored question, or per rotation group's first row)."""
+    from vlmeval.smp import get_intermediate_file_path, load
+
+    record = load(get_intermediate_file_path(pred_file, "_exact_matching_result"))
+    return {int(i): int(h) for i, h in zip(record["index"], record["hit"])}
+
+
+# -- the base benchmark ----------------------------------------------------------------------------
+class VLMEvalBenchmark(Benchmark):
+    """A benchmark whose data is a VLMEvalKit TSV and whose scoring is VLMEvalKit's ``evaluate``."""
+
+    label: ClassVar[str] = ""  # how messages name it: "MMBench"
+    vlmeval_class: ClassVar[str] = "ImageMCQDataset"
+    variants: ClassVar[dict[str, str]] = {}  # split → VLMEvalKit dataset name; the first is the default
+    required_columns: ClassVar[tuple[str, ...]] = ("index", "question", "answer", "image")
+    official_columns: ClassVar[tuple[str, ...]] = ()
+    meta_columns: ClassVar[tuple[str, ...]] = ()  # row fields kept in Sample.meta
+    category_column: ClassVar[str] = "category"
+
+    def __init__(self, data: str | None = None, split: str | None = None):
+        super().__init__(data, split or next(iter(self.variants)))
+        if self.split not in self.variants:
+            raise DataError(f"{self.label} has no split {self.split!r}; choose one of "
+                            f"{', '.join(self.variants)} (--split)")
+        self.vlmeval_name = self.variants[self.split]
+        path = Path(data).expanduser() if data else self.default_data_path()
+        if path.is_dir():
+            path = path / f"{self.vlmeval_name}.tsv"
+        if not path.is_file():
+            raise DataError(self.missing_file_message(path))
+        self.check_header(path)
+        self.path = path
+        self._vlmeval_dataset = None
+        self._positions: dict[str, int] = {}
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        if cls.variants and "data_help" not in cls.__dict__:
+            cls.data_help = cls.data_help_text()
+
+    @classmethod
+    def data_help_text(cls) -> str:
+        names = ", ".join(f"{n}.tsv" for n in cls.variants.values())
+        return (f"VLMEvalKit's {names} in $LMUData (default ~/LMUData), or --data PATH; get it on a machine "
+                f"with internet with `{build_command(next(iter(cls.variants.values())))}` and place it with "
+                f"`harness data prepare --bench {cls.label.lower()} --from PATH`")
+
+    def default_data_path(self) -> Path:
+        return lmu_data_root() / f"{self.vlmeval_name}.tsv"
+
+    def missing_file_message(self, path: Path) -> str:
+        return (
+            f"{self.label} data not found at {path}: expected VLMEvalKit's {self.vlmeval_name}.tsv (TSV with "
+            f"base64 images); on a machine with internet run `{build_command(self.vlmeval_name)}`, then copy "
+            f"~/LMUData/{self.vlmeval_name}.tsv to {lmu_data_root()} ($LMUData; `harness data prepare --bench "
+            f"{self.name} --from FILE` checks and places it) or pass --data PATH"
+        )
+
+    def check_header(self, path: Path) -> None:
+        """Fail fast, before pandas and VLMEvalKit, on a file that is not this benchmark's TSV."""
+        header = read_header(path, self.label)
+        missing = [name for name in self.required_columns if name not in header]
+        guess = guess_benchmark(header)
+        if missing:
+            hint = (f"; it looks like VLMEvalKit's {guess} TSV (use --bench {guess})"
+                    if guess and guess != self.name else "")
+            raise DataError(
+                f"{self.label} data {path} lacks column{'s' if len(missing) > 1 else ''} {', '.join(missing)}"
+                f"{hint} (VLMEvalKit's {self.vlmeval_name}.tsv has "
+                f"{', '.join(self.official_columns or self.required_columns)})"
+            )
+        if guess and guess != self.name and guess in self.confusable:
+            raise DataError(f"{self.label} data {path} looks like VLMEvalKit's {guess} TSV (it has columns "
+                            f"{', '.join(dict(SIGNATURES).get(guess, ()))}); use --bench {guess} or pass the "
+                            f"{self.vlmeval_name}.tsv file")
+
+    # benchmarks whose TSV would pass this one's column check but must not be read as this one
+    confusable: ClassVar[tuple[str, ...]] = ()
+
+    # -- data ----------------------------------------------------------------------------------------
+    @property
+    def dataset(self):
+        """The VLMEvalKit dataset object (built on first use: this is where ``import vlmeval`` happens)."""
+        if self._vlmeval_dataset is None:
+            table = read_table(self.path, self.label)
+            self.validate_table(table)
+            self._vlmeval_dataset = local_dataset(self.vlmeval_class, self.vlmeval_name, table)
+            self._positions = {str(x): i for i, x in enumerate(self._vlmeval_dataset.data["index"])}
+        return self._vlmeval_dataset
+
+    def validate_table(self, table) -> None:
+        """Benchmark-specific checks of the whole table (raise DataError naming file, row and fix)."""
+
+    def __len__(self) -> int:
+        return len(self.dataset.data)
+
+    def row(self, uid: str):
+        self.dataset
+        position = self._positions.get(uid)
+        return None if position is None else self.dataset.data.iloc[position]
+
+    def options(self, row) -> dict[str, str]:
+        # As VLMEvalKit's build_prompt and build_choices see them: every A-Z column with a value.
+        return {c: row[c] for c in string.ascii_uppercase if c in row and text(row[c]) != ""}
+
+    def sample(self, position: int) -> Sample:
+        row = self.dataset.data.iloc[position]
+        image = row["image"]
+        return Sample(
+            uid=str(row["index"]),
+            question=text(row["question"]),
+            gold=text(row["answer"]),
+            choices=[str(v) for v in self.options(row).values()],
+            image_refs=list(image) if isinstance(image, list) else [image],
+            context=text(row["hint"]) if "hint" in row else "",
+            category=text(row[self.category_column]) if self.category_column in row else "",
+            meta={c: plain(row[c]) for c in self.meta_columns if c in row},
+        )
+
+    def fingerprint(self) -> str:
+        digest = hashlib.sha256()
+        with self.path.open("rb") as fh:
+            for block in iter(lambda: fh.read(1 << 20), b""):
+                digest.update(block)
+        return digest.hexdigest()[:16]
+
+    def sample_options(self, sample: Sample) -> dict[str, Any]:
+        """The option letters and texts of ``sample``: from its row (letters kept exactly), else in order."""
+        row = self.row(sample.uid)
+        if row is not None:
+            options = self.options(row)
+            if [str(v) for v in options.values()] == list(sample.choices):
+                return options
+        return dict(zip(string.ascii_uppercase, sample.choices))
+
+    def prompt_line(self, sample: Sample) -> dict[str, Any]:
+        """The row VLMEvalKit's ``build_prompt`` reads for ``sample`` (its own row when it is unchanged)."""
+        row = self.row(sample.uid)
+        if row is not None and text(row["question"]) == sample.question:
+            return dict(row)
+        line: dict[str, Any] = {"index": sample.uid, "question": sample.question, **self.sample_options(sample)}
+        if sample.context:
+            line["hint"] = sample.context
+        return line
+
+    def format_question(self, sample: Sample) -> str:
+        """VLMEvalKit's own prompt text for this dataset (``build_prompt``), images left out."""
+        messages = self.dataset.build_prompt(self.prompt_line(sample))
+        return "".join(m["value"] for m in messages if m["type"] == "text")
+
+    # -- scoring -------------------------------------------------------------------------------------
+    def judge(self, sample: Sample, answer: str) -> Judgement:
+        """VLMEvalKit's exact-matching extraction: ``can_infer`` on the answer and the option texts."""
+        options = self.sample_options(sample)  # a fresh dict: can_infer_text lower-cases it in place
+        self.dataset  # imports vlmeval
+        from vlmeval.utils.matching_util import can_infer
+
+        found = can_infer(str(answer), options)
+        extracted = found if found else ""
+        return Judgement(extracted=extracted, correct=bool(extracted) and extracted == sample.gold)
+
+    def check_samples(self, samples: list[Sample], answers: list[str]) -> list[str]:
+        if len(samples) != len(answers):
+            raise ValueError(f"{len(samples)} samples but {len(answers)} answers")
+        self.dataset
+        unknown = [s.uid for s in samples if s.uid not in self._positions]
+        if unknown:
+            raise ValueError(f"samples not in {self.path}: {', '.join(unknown[:5])}")
+        uids = [s.uid for s in samples]
+        if len(set(uids)) != len(uids):
+            raise ValueError("score() got the same sample more than once")
+        return uids
+
+    def run_evaluate(self, uids: list[str], answers: list[str], read: Callable[[str], Any] | None = None,
+                     **judge_kwargs):
+        """VLMEvalKit's ``evaluate`` on the prediction table of these rows; ``read(pred_file)`` may load
+        its intermediate files before the temporary folder goes. Returns ``(result, read's result)``."""
+        from vlmeval.smp import dump
+
+        table = self.dataset.data.iloc[[self._positions[u] for u in uids]].drop(columns=["image"]).copy()
+        table["prediction"] = [str(a) for a in answers]
+        with tempfile.TemporaryDirectory(prefix=f"harness-{self.name}-") as tmp:
+            # A pickled DataFrame (VLMEvalKit's load() reads .pkl) so evaluate() sees every answer byte
+            # for byte; an .xlsx/.tsv round trip turns '', 'NA' and 'None' into 'nan', and .xlsx also
+            # escapes '\r' and truncates at 32,767 characters, which would make it disagree with judge().
+            pred_file = os.path.join(tmp, f"harness_{self.vlmeval_name}.pkl")
+            dump(table, pred_file)
+            result = self.dataset.evaluate(pred_file, nproc=1, **judge_kwargs)
+            extra = read(pred_file) if read else None
+        return result, extra
+
+    def score(self, samples: list[Sample], answers: list[str], judge=None) -> dict:
+        raise NotImplementedError
+
+
+class VLMEvalMCQBenchmark(VLMEvalBenchmark):
+    """An ``ImageMCQDataset`` scored by ``evaluate(model='exact_matching')`` (plain, non-circular)."""
+
+    def score(self, samples: list[Sample], answers: list[str], judge=None) -> dict:
+        samples, answers = list(samples), list(answers)
+        if not samples:
+            return {"scoring": "official", "overall": dict(EMPTY), "by_category": {}, "vlmeval": {}}
+        uids = self.check_samples(samples, answers)
+        
+        acc, hits = self.run_evaluate(
+            uids, answers, model="exact_matching",
+            read=read_hits)
+        raw = frame_dict(acc)
+        single = len(acc) == 1  # one row unless the TSV has a `split` column
+
+        counts: dict[str, list[int]] = {}
+        overall = [0, 0]
+        for sample in samples:
+            hit = hits[int(sample.uid)]
+            for b in (overall, counts.setdefault(sample.category, [0, 0])):
+                b[0] += hit
+                b[1] += 1
+
+        def finish(counted: list[int], column: str) -> dict:
+            out = bucket(*counted)
+            if single and column in raw and raw[column][0] is not None:
+                out["accuracy"] = round(100.0 * raw[column][0], 2)
+            return out
+
+        return {
+            "scoring": "official",
+            "overall": finish(overall, "Overall"),
+            "by_category": {cat: finish(counts[cat], cat) for cat in sorted(counts)},
+            "vlmeval": {"dataset": self.vlmeval_name, "judge": "exact_matching", "acc": raw},
+        }

@@ -1,0 +1,97 @@
+"""Training checkpoints: our own files only, safetensors for tensors, json for everything else.
+
+An output folder of ``harness train`` holds:
+
+- ``config.json``: the :class:`~harness.train.loop.TrainConfig` (as data) plus what the recipe adds
+  (new tokens, LoRA settings, prompt); written last, so its presence means the files beside it are whole;
+- ``<stem>.safetensors`` for each tensor group the recipe names (``adapter``, ``new_embeddings``);
+- ``progress.json``: epoch / step counters of the last save;
+- ``state/``: ``accelerate``'s optimizer, scheduler and RNG state for resuming (model weights
+  excluded: the adapter above is the model); ``accelerate`` loads it with ``weights_only=True``.
+
+A save is staged in ``.incoming/`` and moved into place file by file (``os.replace``), progress and
+config last, so an interruption never leaves a config that points at half-written files.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+CONFIG = "config.json"
+PROGRESS = "progress.json"
+STATE = "state"
+STAGING = ".incoming"
+
+
+def write_json_atomic(path: Path, obj) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(obj, indent=2, sort_keys=True, default=str))
+    os.replace(tmp, path)
+
+
+def staging_dir(out: str | Path) -> Path:
+    staging = Path(out) / STAGING
+    if staging.exists():
+        shutil.rmtree(staging)
+    staging.mkdir(parents=True)
+    return staging
+
+
+def commit(out: str | Path, tensors: dict[str, dict], config: dict, progress: dict) -> None:
+    """Write ``tensors`` (``{stem: state dict}``) into the staging folder (where ``state/`` may already
+    be), then move everything into ``out``: tensors and state first, progress and config last."""
+    from safetensors.torch import save_file
+
+    out = Path(out)
+    staging = out / STAGING
+    staging.mkdir(parents=True, exist_ok=True)
+    for stem, state in tensors.items():
+        save_file({k: v.detach().cpu().contiguous() for k, v in state.items()}, str(staging / f"{stem}.safetensors"))
+    for stem in tensors:
+        os.replace(staging / f"{stem}.safetensors", out / f"{stem}.safetensors")
+    if (staging / STATE).is_dir():
+        old = out / (STATE + ".old")
+        if old.exists():
+            shutil.rmtree(old)
+        if (out / STATE).exists():
+            os.replace(out / STATE, old)
+        os.replace(staging / STATE, out / STATE)
+        shutil.rmtree(old, ignore_errors=True)
+    write_json_atomic(out / PROGRESS, progress)
+    write_json_atomic(out / CONFIG, config)
+    shutil.rmtree(staging, ignore_errors=True)
+
+
+def load_tensors(folder: str | Path, stem: str) -> dict:
+    from safetensors.torch import load_file
+
+    path = Path(folder) / f"{stem}.safetensors"
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint {folder} lacks {path.name}; was it written by `harness train`?")
+    return load_file(str(path))
+
+
+def read_config(folder: str | Path) -> dict:
+    path = Path(folder) / CONFIG
+    if not path.is_file():
+        raise FileNotFoundError(f"{folder} is not a `harness train` checkpoint (no {CONFIG})")
+    return json.loads(path.read_text())
+
+
+def resume_point(out: str | Path, identity: dict) -> dict | None:
+    """None for a fresh start (``out`` missing or empty); the saved progress when ``out`` is a
+    checkpoint of the same configuration; otherwise a one-line ``ValueError``."""
+    out = Path(out)
+    if not out.exists() or not any(p for p in out.iterdir() if p.name != STAGING):
+        return None
+    if not (out / CONFIG).is_file() or not (out / PROGRESS).is_file():
+        raise ValueError(f"--out {out} is not empty and is not a `harness train` checkpoint; "
+                         "pass an empty or new folder")
+    saved = json.loads((out / CONFIG).read_text()).get("train", {})
+    if saved != identity:
+        changed = sorted(k for k in set(saved) | set(identity) if saved.get(k) != identity.get(k))
+        raise ValueError(f"--out {out} holds a checkpoint of another configuration (differs in: "
+                         f"{', '.join(changed)}); pass a new folder, or the same options to resume")
+    return json.loads((out / PROGRESS).read_text())

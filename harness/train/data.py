@@ -1,0 +1,95 @@
+"""Training data readers: question (formatted as the benchmark formats it at evaluation), image
+references (undecoded), rationale and gold answer letter.
+
+- ``m3cot``: the train split of an M3CoT folder, through the ``m3cot`` benchmark's own loader
+  (``save_to_disk`` folder, parquet or jsonl; ``harness fixtures`` writes a ``train`` split).
+- ``scienceqa``: ScienceQA's original release (prompt: VLMEvalKit's MCQ text, as evaluated): ``problems.json`` (pid → question, choices, answer
+  index, hint, image, lecture, solution, split) and ``images/<split>/<pid>/<image>``; the image
+  subset (what VLM papers train on), rationale = ``solution``.
+
+Rows without an image are skipped (IVT-LR selects image patches; the published code filters them too).
+"""
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from harness.api import BENCHMARKS, DataError, Sample
+
+log = logging.getLogger("harness")
+READERS = ("m3cot", "scienceqa")
+
+
+@dataclass
+class TrainExample:
+    uid: str
+    question: str  # formatted by the benchmark's format_question (the prompt the method sees at evaluation)
+    rationale: str
+    answer: str  # gold option letter
+    image_refs: list = field(default_factory=list)
+
+
+def vlmeval_mcq_prompt(sample: Sample) -> str:
+    """The text of VLMEvalKit's ``ImageMCQDataset.build_prompt`` (what ``harness run --bench scienceqa``
+    feeds the method), rebuilt here because importing ``vlmeval`` switches autograd off globally."""
+    prompt = f"Hint: {sample.context}\n" if sample.context else ""
+    prompt += f"Question: {sample.question}\n"
+    if sample.choices:
+        prompt += "Options:\n" + "".join(f"{chr(65 + i)}. {c}\n" for i, c in enumerate(sample.choices))
+        prompt += "Please select the correct answer from the options above. \n"
+    return prompt
+
+
+def read_examples(bench: str, data: str, split: str = "train", limit: int | None = None) -> list[TrainExample]:
+    if bench not in READERS:
+        raise ValueError(f"no training data reader for {bench!r}; available: {', '.join(READERS)}")
+    examples = _read_m3cot(data, split) if bench == "m3cot" else _read_scienceqa(data, split)
+    if not examples:
+        raise DataError(f"no {bench} training examples with an image and a rationale in {data} (split {split})")
+    return examples[:limit] if limit else examples
+
+
+def _read_m3cot(data: str, split: str) -> list[TrainExample]:
+    benchmark = BENCHMARKS.get("m3cot")(data, split)
+    examples, skipped = [], 0
+    for position in range(len(benchmark)):
+        sample = benchmark.sample(position)
+        rationale = (sample.meta.get("rationale") or "").strip()
+        if not sample.image_refs or not rationale:
+            skipped += 1
+            continue
+        examples.append(TrainExample(uid=sample.uid, question=benchmark.format_question(sample), rationale=rationale,
+                                     answer=sample.gold, image_refs=sample.image_refs))
+    if skipped:
+        log.info("m3cot %s: skipped %d rows without an image or a rationale", split, skipped)
+    return examples
+
+
+def _read_scienceqa(data: str, split: str) -> list[TrainExample]:
+    root = Path(data).expanduser()
+    problems_path = root / "problems.json" if root.is_dir() else root
+    if not problems_path.is_file():
+        raise DataError(f"ScienceQA data not found: expected {problems_path} (the original release's problems.json "
+                        "beside an images/ folder)")
+    try:
+        problems = json.loads(problems_path.read_text())
+    except json.JSONDecodeError as exc:
+        raise DataError(f"ScienceQA {problems_path} is not valid JSON ({exc})") from None
+    folder = problems_path.parent
+    examples = []
+    for pid, p in problems.items():
+        if p.get("split") != split or not p.get("image"):
+            continue
+        image = folder / "images" / split / str(pid) / p["image"]
+        if not image.is_file():
+            raise DataError(f"ScienceQA image missing: {image} (expected images/<split>/<pid>/<image>)")
+        letters = "ABCDEFGHIJ"
+        sample = Sample(uid=str(pid), question=p["question"], gold=letters[int(p["answer"])], choices=list(p["choices"]),
+                        image_refs=[str(image)], context=p.get("hint") or "", category=p.get("subject", ""))
+        rationale = (p.get("solution") or "").strip()
+        if rationale:
+            examples.append(TrainExample(uid=sample.uid, question=vlmeval_mcq_prompt(sample),
+                                         rationale=rationale, answer=sample.gold, image_refs=sample.image_refs))
+    return examples

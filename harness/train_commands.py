@@ -1,0 +1,103 @@
+"""`harness train` (any registered trainer recipe) and `harness speed` (latent-loop timing tables).
+
+Heavy imports stay inside the handlers: `harness --help` must stay instant.
+"""
+from __future__ import annotations
+
+import json
+
+
+def cmd_train(args) -> int:
+    from methods import coerce_options
+
+    from .cli import _quiet_libraries
+    from .train.loop import TrainConfig, train
+    from .train.recipe import TRAINERS
+
+    recipe_cls = TRAINERS.get(args.method)
+    options = coerce_options(recipe_cls, args.method_flags)
+    _quiet_libraries()
+    config = TrainConfig(
+        method=args.method, bench=args.bench, model=args.model, data=args.data, out=args.out, split=args.split,
+        epochs=args.epochs, epochs_per_stage=args.epochs_per_stage, max_steps=args.max_steps,
+        batch_size=args.batch_size, grad_accum=args.grad_accum, lr=args.lr, weight_decay=args.weight_decay,
+        warmup_steps=args.warmup_steps, lr_schedule=args.lr_schedule, max_grad_norm=args.max_grad_norm,
+        seed=args.seed, limit=args.limit, lora_r=args.lora_r, lora_alpha=args.lora_alpha,
+        lora_dropout=args.lora_dropout, lora_targets=args.lora_targets, mixed_precision=args.mixed_precision,
+        cpu=args.cpu, options=options,
+    )
+    report = train(config, progress=not args.no_progress)
+    if args.json:
+        print(json.dumps(report.__dict__, indent=2, default=str))
+    else:
+        loss = f"{report.last_loss:.4f}" if report.last_loss is not None else "n/a"
+        print(f"trained {args.method} on {args.bench}: {report.global_step} optimizer steps, last loss {loss}, "
+              f"{report.seconds} s{' (resumed)' if report.resumed_from else ''}")
+        print(f"checkpoint: {report.out}  (harness run --method {args.method} --checkpoint {report.out} ...)")
+    return 0
+
+
+def cmd_speed(args) -> int:
+    from .cli import UsageError, _quiet_libraries
+
+    if args.method != "ivt-lr":
+        raise UsageError(f"harness speed measures ivt-lr's latent loop; {args.method!r} has no speed table yet")
+    _quiet_libraries()
+    from methods.ivt_lr.speed import format_table, speed_table
+
+    from .backbones import load_backbone
+
+    backbone = load_backbone(args.model, device=args.device, dtype=args.dtype, positions=args.positions)
+    rows = speed_table(backbone, prompt_tokens=[int(x) for x in args.prompt_tokens.split(",")],
+                       latent_steps=[int(x) for x in args.latent_steps.split(",")], top_k=args.top_k_patches,
+                       image_size=args.image_size, repeats=args.repeats)
+    print(json.dumps(rows, indent=2) if args.json else format_table(rows, backbone.describe()))
+    return 0
+
+
+def add_commands(sub) -> None:
+    p = sub.add_parser("train", help="train a method (LoRA) on a benchmark's training data; resumable")
+    p.add_argument("--method", required=True, help="a registered trainer (ivt-lr)")
+    p.add_argument("--bench", required=True, help="training data reader: m3cot or scienceqa")
+    p.add_argument("--model", required=True, help="hub id or local checkpoint folder of the base VLM")
+    p.add_argument("--data", required=True, help="m3cot: a save_to_disk folder / parquet / jsonl with a train split; "
+                                                 "scienceqa: the folder with problems.json and images/")
+    p.add_argument("--out", required=True, help="checkpoint folder (new or empty; the same command resumes it)")
+    p.add_argument("--split", default="train")
+    p.add_argument("--epochs", type=int, help="total epochs (default: the recipe's; ivt-lr: E * (stages + 1))")
+    p.add_argument("--epochs-per-stage", type=int, default=4, help="curriculum: epochs per stage (default 4)")
+    p.add_argument("--max-steps", type=int, help="stop (and save) after N optimizer steps")
+    p.add_argument("--batch-size", type=int, default=4, help="per device")
+    p.add_argument("--grad-accum", type=int, default=1, help="gradient accumulation steps")
+    p.add_argument("--lr", type=float, default=4e-5)
+    p.add_argument("--weight-decay", type=float, default=0.0)
+    p.add_argument("--warmup-steps", type=int, default=0)
+    p.add_argument("--lr-schedule", default="constant", help="constant, linear, cosine, ... (transformers)")
+    p.add_argument("--max-grad-norm", type=float, default=1.0)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--limit", type=int, help="first N training examples")
+    p.add_argument("--lora-r", type=int, default=64)
+    p.add_argument("--lora-alpha", type=float, default=16.0)
+    p.add_argument("--lora-dropout", type=float, default=0.05)
+    p.add_argument("--lora-targets", default="q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj",
+                   help="language-model Linear layer names (the vision tower stays frozen)")
+    p.add_argument("--mixed-precision", default="auto", help="auto (bf16 on GPU), no, bf16, fp16")
+    p.add_argument("--cpu", action="store_true", help="train on the CPU even when a GPU is present")
+    p.add_argument("--json", action="store_true")
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(handler=cmd_train, accepts_method_flags=True)
+
+    p = sub.add_parser("speed", help="time a latent loop: KV-cached vs reference recomputation vs explicit CoT")
+    p.add_argument("--method", required=True, help="ivt-lr")
+    p.add_argument("--model", required=True)
+    p.add_argument("--prompt-tokens", default="128,256,512,1024", help="target prompt lengths (text is repeated)")
+    p.add_argument("--latent-steps", default="1,2,3,4", help="K values")
+    p.add_argument("--top-k-patches", type=int, default=32)
+    p.add_argument("--image-size", type=int, default=280, help="square image side in pixels (the paper: 280)")
+    p.add_argument("--positions", default="1d", choices=["1d", "native"])
+    p.add_argument("--repeats", type=int, default=3, help="timed repeats per cell (median), after one warm-up")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--dtype", default="auto")
+    p.add_argument("--json", action="store_true", help="a list of rows: prompt_tokens, k, cached_s, reference_s, "
+                                                       "ratio, cot_s, ...")
+    p.set_defaults(handler=cmd_speed)

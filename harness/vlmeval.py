@@ -1,0 +1,269 @@
+"""Every registered method as a VLMEvalKit model: run the harness's methods inside VLMEvalKit's own machinery.
+
+``make_model(method="cot", model="Qwen/Qwen2-VL-2B-Instruct", max_new_tokens=256)`` returns a
+``vlmeval.vlm.base.BaseModel`` that answers VLMEvalKit's messages with the method;
+``register(models=[...])`` adds ``harness-<method>-<model name>`` entries to
+``vlmeval.config.supported_VLM`` so ``infer_data_job`` and VLMEvalKit's ``run.py`` find them by name;
+``python -m harness.vlmeval --models PATH -- --data MMStar --model harness-cot-NAME`` registers them and
+hands the rest of the command line to VLMEvalKit's own entry point (``vlmeval.run.main``).
+
+How a VLMEvalKit message becomes a :class:`harness.api.Query` (what a method answers):
+
+- Prompts are VLMEvalKit's: ``use_custom_prompt`` is False, so VLMEvalKit builds each message with the
+  dataset's own ``build_prompt``. The text parts, joined with newlines, are the query's question and
+  the image paths (``dataset.dump_image``) are loaded with PIL. For MMStar this is exactly the text
+  ``harness run --bench mmstar`` gives a method, so both produce the same predictions.
+- Choices: methods pick their instruction by whether the query has options. VLMEvalKit's MCQ prompt
+  lists them as ``Options:\\nA. ...\\nB. ...``; those lines are read back as the query's choices.
+  Other prompts have none (open questions).
+- The prediction is the method's final answer (``MethodOutput.answer``: what the harness scores);
+  the full generated text is kept in ``extra_records["text"]`` (``prediction="text"`` swaps them).
+
+``generate_inner`` returns ``{"prediction": ..., "extra_records": {...}}`` (token counts, latent steps,
+seconds, method). VLMEvalKit 0.0.20's ``infer_data_job`` keeps it: when every record of a data set is
+such a dict it writes the ``prediction`` column from them and adds an ``extra_records`` column to the
+prediction file (``vlmeval/inference.py``, "Add for agent evaluation"); ``dataset.evaluate`` reads only
+``prediction``. Runs made this way are VLMEvalKit's files, not rows in the harness's store.
+
+The module is named ``harness.vlmeval``; it imports the real ``vlmeval`` absolutely, through
+``harness.benchmarks.mmstar.import_vlmeval`` (which undoes VLMEvalKit's process-wide side effects).
+"""
+from __future__ import annotations
+
+import functools
+import logging
+import os
+import re
+import sys
+from pathlib import Path
+from typing import Any, Iterable
+
+log = logging.getLogger("harness")
+
+_MODELS_ENV = "HARNESS_VLMEVAL_MODELS"
+_OPTION_LINE = re.compile(r"^([A-Z])\. (.*)$")
+
+
+def _vlmeval():
+    from harness.benchmarks.mmstar import import_vlmeval
+
+    return import_vlmeval()
+
+
+def choices_from_prompt(text: str) -> list[str]:
+    """The option texts of a VLMEvalKit MCQ prompt (``Options:`` then ``A. ...``, ``B. ...`` lines, in order)."""
+    if "Options:\n" not in text:
+        return []
+    block = text.rsplit("Options:\n", 1)[1]
+    choices = []
+    for line in block.split("\n"):
+        match = _OPTION_LINE.match(line)
+        if not match or match.group(1) != chr(ord("A") + len(choices)):
+            break
+        choices.append(match.group(2))
+    return choices
+
+
+def message_to_query(message: list[dict]):
+    """A VLMEvalKit message (``[{"type": "image"|"text", "value": path_or_text}, ...]``) as a Query."""
+    from harness.api import Query, decode_image
+
+    images, texts = [], []
+    for part in message:
+        kind, value = part.get("type"), part.get("value")
+        if kind == "image":
+            images.append(decode_image(value))  # a path VLMEvalKit's dump_image wrote
+        elif kind == "text":
+            texts.append(str(value))
+        else:
+            raise ValueError(f"harness methods read images and text only, not {kind!r} message parts")
+    question = "\n".join(texts)
+    return Query(images=images, question=question, choices=choices_from_prompt(question))
+
+
+_MODEL_CLASS = None
+
+
+def _model_class():
+    """``HarnessModel(BaseModel)``, defined on first use (subclassing needs the slow ``import vlmeval``)."""
+    global _MODEL_CLASS
+    if _MODEL_CLASS is None:
+        _vlmeval()
+        from vlmeval.vlm.base import BaseModel
+
+        class HarnessModel(BaseModel):
+            """A harness method on a harness backbone, speaking VLMEvalKit's model interface."""
+
+            INTERLEAVE = True  # takes any number of images with the text
+            allowed_types = ["text", "image"]
+            is_api = False
+
+            def __init__(self, method, backbone, *, prediction: str = "answer"):
+                super().__init__()
+                if prediction not in ("answer", "text"):
+                    raise ValueError(f"prediction must be 'answer' or 'text', not {prediction!r}")
+                self.method, self.backbone, self.prediction = method, backbone, prediction
+
+            def use_custom_prompt(self, dataset):
+                return False  # VLMEvalKit's dataset.build_prompt builds every message
+
+            def generate_inner(self, message, dataset=None):
+                output = self.method(self.backbone, [message_to_query(message)])[0]
+                records = {
+                    "method": self.method.name, "model": self.backbone.model_id, "text": output.text,
+                    "answer": output.answer, "input_tokens": output.input_tokens,
+                    "generated_tokens": output.generated_tokens, "latent_steps": output.latent_steps,
+                    "seconds": round(output.seconds, 6),
+                }
+                return {"prediction": output.answer if self.prediction == "answer" else output.text,
+                        "extra_records": records}
+
+        _MODEL_CLASS = HarnessModel
+    return _MODEL_CLASS
+
+
+def make_model(method: str, model: str, *, device: str = "auto", dtype: str = "auto", revision: str | None = None,
+               prediction: str = "answer", seed: int = 0, use_vllm: bool = False, **method_options: Any):
+    """A VLMEvalKit ``BaseModel`` running harness method ``method`` on backbone ``model``.
+
+    ``method_options`` are the method's options (``harness list``), typed or as strings (as on the
+    command line). ``use_vllm`` exists because VLMEvalKit passes it to models whose name contains
+    "Qwen2-VL"; the harness runs models through transformers only.
+    """
+    if use_vllm:
+        raise ValueError("harness methods run on transformers backbones, not vLLM: drop --use-vllm")
+    from methods import METHODS, coerce_options
+
+    method_cls = METHODS.get(method)
+    as_strings = {k: v for k, v in method_options.items() if isinstance(v, str)}
+    options = {**method_options, **coerce_options(method_cls, as_strings)}
+    runner = method_cls(**options)
+    model_class = _model_class()  # import vlmeval before torch work: it reseeds torch (undone there)
+
+    import random
+
+    import torch
+
+    from harness.backbones import load_backbone
+
+    backbone = load_backbone(model, device=device, dtype=dtype, revision=revision, **runner.backbone_options())
+    runner.prepare(backbone)
+    random.seed(seed)  # as `harness run` seeds before its first sample
+    torch.manual_seed(seed)
+    return model_class(runner, backbone, prediction=prediction)
+
+
+def entry_name(method: str, model: str) -> str:
+    """``harness-<method>-<last path component of the model>``, e.g. ``harness-cot-Qwen2-VL-2B-Instruct``."""
+    return f"harness-{method}-{Path(model.rstrip('/')).name}"
+
+
+def register(entries: dict[str, dict] | None = None, *, models: Iterable[str] | None = None,
+             methods: Iterable[str] | None = None, **shared: Any) -> list[str]:
+    """Add harness entries to ``vlmeval.config.supported_VLM``; returns their names.
+
+    ``entries``: name → ``make_model`` keyword arguments (``{"method": ..., "model": ..., **options}``).
+    ``models`` (default: ``$HARNESS_VLMEVAL_MODELS``, comma-separated): one entry per model and method
+    (``methods``, default every registered method), named by :func:`entry_name`, with ``shared``
+    keyword arguments (device, dtype, method options common to all). Entries are
+    ``functools.partial(make_model, ...)``, as VLMEvalKit's own config is: nothing loads until used.
+    """
+    _vlmeval()
+    from vlmeval.config import supported_VLM
+
+    from methods import METHODS
+
+    planned: dict[str, dict] = {}
+    for name, kwargs in (entries or {}).items():
+        if "method" not in kwargs or "model" not in kwargs:
+            raise ValueError(f"entry {name!r} needs 'method' and 'model' (make_model's arguments)")
+        METHODS.get(kwargs["method"])  # an unknown method fails now, with the list of valid ones
+        planned[name] = dict(kwargs)
+    if models is None and entries is None:
+        models = [m.strip() for m in os.environ.get(_MODELS_ENV, "").split(",") if m.strip()]
+    method_names = list(methods) if methods is not None else list(METHODS.names())
+    for model in models or []:
+        for method in method_names:
+            METHODS.get(method)
+            planned[entry_name(method, model)] = {"method": method, "model": model, **shared}
+    if not planned:
+        raise ValueError(f"nothing to register: pass entries or models (or set ${_MODELS_ENV}=PATH[,PATH...])")
+    for name, kwargs in planned.items():
+        existing = supported_VLM.get(name)
+        if existing is not None and not (isinstance(existing, functools.partial) and existing.func is make_model):
+            raise ValueError(f"VLMEvalKit already has a model named {name!r}; choose another entry name")
+        supported_VLM[name] = functools.partial(make_model, **kwargs)
+    return list(planned)
+
+
+def local_dataset(tsv: str | os.PathLike, name: str):
+    """VLMEvalKit's own dataset class for ``name`` (e.g. ``MMStar``), reading ``tsv`` instead of downloading.
+
+    Everything else is VLMEvalKit's: ``build_prompt``, ``dump_image`` (images go under
+    ``$LMUData/images/NAME``), ``evaluate``. For a subset or fixture in the official TSV format.
+    """
+    _vlmeval()
+    from vlmeval.dataset import DATASET_CLASSES
+    from vlmeval.smp import load
+
+    path = Path(tsv)
+    if not path.is_file():
+        raise FileNotFoundError(f"no TSV at {path}: pass a file in VLMEvalKit's {name}.tsv format")
+    owners = [cls for cls in DATASET_CLASSES if name in cls.supported_datasets()]
+    if not owners:
+        raise ValueError(f"VLMEvalKit has no dataset named {name!r} (vlmeval.dataset.SUPPORTED_DATASETS lists them)")
+    base = owners[0]
+    local = type(f"Local{base.__name__}", (base,), {
+        "DATASET_URL": {**getattr(base, "DATASET_URL", {}), name: ""},
+        "DATASET_MD5": {**getattr(base, "DATASET_MD5", {}), name: None},
+        "load_data": lambda self, dataset: load(str(path)),
+    })
+    return local(name)
+
+
+# -- `python -m harness.vlmeval`: VLMEvalKit's own entry point, with harness entries registered ------
+def main(argv: list[str] | None = None) -> int:
+    import argparse
+
+    argv = list(sys.argv[1:] if argv is None else argv)
+    ours, theirs = (argv[: argv.index("--")], argv[argv.index("--") + 1:]) if "--" in argv else (argv, [])
+    parser = argparse.ArgumentParser(
+        prog="python -m harness.vlmeval",
+        description="Register harness methods as VLMEvalKit models, then run VLMEvalKit's run.py with the "
+                    "arguments after `--` (e.g. -- --data MMStar --model harness-cot-Qwen2-VL-2B-Instruct).")
+    parser.add_argument("--models", nargs="+", required=True, help="model paths or hub ids to register")
+    parser.add_argument("--methods", help="comma-separated methods (default: all registered)")
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--dtype", default="auto")
+    parser.add_argument("--opt", action="append", default=[], metavar="KEY=VALUE", help="a method option for all")
+    parser.add_argument("--judge-url", help="point VLMEvalKit's judge (--judge harness-judge) at this "
+                                            "OpenAI-compatible API base")
+    parser.add_argument("--judge-model", help="the model the judge endpoint serves")
+    parser.add_argument("--judge-key-env", default="HARNESS_JUDGE_API_KEY", metavar="VAR")
+    parser.add_argument("--list", action="store_true", help="print the entry names and exit")
+    args = parser.parse_args(ours)
+    options = dict(pair.split("=", 1) for pair in args.opt)
+    names = register(models=args.models, methods=args.methods.split(",") if args.methods else None,
+                     device=args.device, dtype=args.dtype, **options)
+    if args.list or not theirs:
+        print("\n".join(names))
+        return 0
+    from harness.judge import judge_from_args, vlmeval_judge_env
+
+    judge = judge_from_args(args.judge_url, args.judge_model, args.judge_key_env)
+    import contextlib
+
+    from vlmeval import run as vlmeval_run
+
+    context = vlmeval_judge_env(judge) if judge else contextlib.nullcontext({})
+    with context as judge_kwargs:
+        if judge is not None:
+            judge.check()
+            theirs = [*theirs, "--judge", judge_kwargs["model"]]
+        sys.argv = ["vlmeval.run", *theirs]
+        vlmeval_run.main()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
