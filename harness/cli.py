@@ -138,8 +138,15 @@ def cmd_runs(args) -> int:
 def cmd_show(args) -> int:
     from .reports import format_run
 
-    run = _store(args).run(args.run_id)
-    print(json.dumps(run, indent=2) if args.json else format_run(run))
+    store = _store(args)
+    run = store.run(args.run_id)
+    from sqlalchemy.exc import OperationalError
+
+    try:
+        scores = store.scores(args.run_id)
+    except OperationalError:  # a database made before the scores table existed (opened read-only)
+        scores = []
+    print(json.dumps({**run, "scores": scores}, indent=2, default=str) if args.json else format_run(run, scores))
     return 0
 
 

@@ -71,7 +71,7 @@ _ENV = ["harness_version", "git_commit", "device", "library_versions", "started_
         "updated_at", "finished_at", "peak_memory_mb", "n_samples"]
 
 
-def format_run(run: dict[str, Any]) -> str:
+def format_run(run: dict[str, Any], scores: list[dict[str, Any]] | None = None) -> str:
     out = [f"run {run['id']}  [{run['status']}]", "config:"]
     out += _lines({k: run.get(k) for k in _CONFIG})
     out += ["environment:"] + _lines({k: run.get(k) for k in _ENV})
@@ -85,6 +85,10 @@ def format_run(run: dict[str, Any]) -> str:
              for k, c in by_cat.items()])]
     if run.get("official"):
         out += ["official:"] + _lines(run["official"])
+    if scores:  # each scoring kind on its own line: official, judge and rule-based are different metrics
+        out += ["scores:", _table(["  kind", "scorer", "acc %", "scored at"],
+                                  [[f"  {x['kind']}", x["scorer"], _fmt(x["accuracy"]), str(x["created_at"])]
+                                   for x in scores])]
     if run.get("error"):
         out += ["error:", "  " + str(run["error"]).replace("\n", "\n  ")]
     return "\n".join(out)

@@ -38,6 +38,7 @@ def test_runs_and_show_print_tables(demo_db, capsys):
     assert main(["show", "1", "--db", demo_db]) == 0
     shown = capsys.readouterr().out
     assert "direct" in shown and "library" in shown.lower()
+    assert "scores:" in shown and "official" in shown.split("scores:")[1], "each scoring kind is listed"
     assert main(["show", "99", "--db", demo_db]) == 2
     assert "no run 99" in capsys.readouterr().err
 

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import dataclasses
+import logging
 
 from harness.api.types import MethodOutput, Query
 
@@ -53,6 +54,11 @@ class IVTLR(Method):
 
     def prepare(self, backbone) -> None:
         if not self.options.checkpoint:
+            # Allowed (an ablation, and the tests' path), but the base model never saw latent inputs:
+            # say so, since the run's numbers are then not IVT-LR's.
+            logging.getLogger("harness").warning(
+                "ivt-lr without --checkpoint: the latent loop runs on the untrained base model "
+                "(train one with `harness train --method ivt-lr`, or pass a published model.pth)")
             return
         from .checkpoints import load_into_backbone
 
