@@ -241,7 +241,8 @@ def cmd_demo(args) -> int:
     print("\n" + format_runs(Store(db, read_only=True).runs()))
     print(f"\nThe model is random, so accuracy is chance level: the point is the pipeline.\n"
           f"results: {db}\n  harness runs --db {db}\n  harness show RUN_ID --db {db}\n"
-          f"  harness export --db {db} --what samples --out samples.csv")
+          f"  harness export --db {db} --what samples --out samples.csv\n"
+          f"  harness leaderboard --db {db}   (browse them at http://127.0.0.1:7860)")
     return 0
 
 
