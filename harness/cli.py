@@ -248,6 +248,8 @@ def cmd_demo(args) -> int:
 
 # -- parser --------------------------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
+    from .judge import add_judge_arguments  # stdlib only: keeps --help instant
+
     parser = argparse.ArgumentParser(
         prog="harness", description="Evaluate latent and multimodal chain-of-thought methods on VLM benchmarks.")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -275,12 +277,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--fresh", action="store_true", help="start over instead of resuming the same run")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    p.add_argument("--judge-url", help="also score with an LLM judge behind this OpenAI-compatible API base, "
-                                       "e.g. http://127.0.0.1:8000/v1 (MathVista, MathVerse); stored as a "
-                                       "separate 'judge' score")
-    p.add_argument("--judge-model", help="the model the judge endpoint serves")
-    p.add_argument("--judge-key-env", default="HARNESS_JUDGE_API_KEY", metavar="VAR",
-                   help="environment variable holding the judge's API key (default: HARNESS_JUDGE_API_KEY)")
+    add_judge_arguments(p, "also score with an LLM judge behind this OpenAI-compatible API base, e.g. "
+                           "http://127.0.0.1:8000/v1 (MathVista, MathVerse); stored as a separate 'judge' score")
     db_arg(p)
     p.set_defaults(handler=cmd_run, accepts_method_flags=True)
 
@@ -328,14 +326,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("bench")
     p.add_argument("--predictions", required=True,
                    help="VLMEvalKit's prediction format (the benchmark's TSV columns plus `prediction`; .xlsx, .tsv, "
-                        ".csv, .json, .pkl) for the VLMEvalKit benchmarks; M3CoT's jsonl format (id, answer, choices, "
+                        ".csv, .json) for the VLMEvalKit benchmarks; M3CoT's jsonl format (id, answer, choices, "
                         "domain, topic, messages) for m3cot")
     p.add_argument("--data", help="the benchmark's data the predictions were made on (default: $LMUData/NAME.tsv)")
     p.add_argument("--split", help="the benchmark's split / VLMEvalKit variant (default: its evaluation split)")
-    p.add_argument("--judge-url", help="MathVista/MathVerse: an OpenAI-compatible API base for VLMEvalKit's LLM judge "
-                                       "(without one they are scored by a labelled rule)")
-    p.add_argument("--judge-model", help="the judge model the endpoint serves")
-    p.add_argument("--judge-key-env", help="environment variable holding the judge's API key")
+    add_judge_arguments(p, "MathVista/MathVerse: an OpenAI-compatible API base for VLMEvalKit's LLM judge "
+                           "(without one they are scored by a labelled rule)")
     p.add_argument("--json", action="store_true")
     p.set_defaults(handler=cmd_score)
 

@@ -199,6 +199,14 @@ def evaluate_with_judge(dataset, pred_file: str, judge: JudgeConfig, nproc: int 
         return dataset.evaluate(pred_file, **kwargs)
 
 
+def add_judge_arguments(parser, url_help: str) -> None:
+    """``--judge-url/--judge-model/--judge-key-env`` on a command (read back by :func:`judge_from_args`)."""
+    parser.add_argument("--judge-url", help=url_help)
+    parser.add_argument("--judge-model", help="the model the judge endpoint serves")
+    parser.add_argument("--judge-key-env", default=DEFAULT_KEY_ENV, metavar="VAR",
+                        help=f"environment variable holding the judge's API key (default: {DEFAULT_KEY_ENV})")
+
+
 def judge_from_args(url: str | None, model: str | None, key_env: str | None) -> JudgeConfig | None:
     """The CLI's ``--judge-url/--judge-model/--judge-key-env`` as a config (None when no judge is asked for)."""
     if not url and not model:

@@ -61,13 +61,12 @@ def _quiet_libraries() -> None:
 
 
 def add_commands(sub) -> None:
+    from .judge import add_judge_arguments
+
     p = sub.add_parser("rescore", help="score a stored run again (e.g. with an LLM judge); adds a score row")
     p.add_argument("run_id", type=int)
-    p.add_argument("--judge-url", help="an OpenAI-compatible API base, e.g. http://127.0.0.1:8000/v1 "
-                                       "(without it: the benchmark's own scoring)")
-    p.add_argument("--judge-model", help="the model the judge endpoint serves")
-    p.add_argument("--judge-key-env", default="HARNESS_JUDGE_API_KEY", metavar="VAR",
-                   help="environment variable holding the judge's API key (default: HARNESS_JUDGE_API_KEY)")
+    add_judge_arguments(p, "an OpenAI-compatible API base, e.g. http://127.0.0.1:8000/v1 "
+                           "(without it: the benchmark's own scoring)")
     p.add_argument("--data", help="the benchmark data, if not where the run read it (checked by fingerprint)")
     p.add_argument("--db", help="SQLAlchemy URL (default: $HARNESS_DB or sqlite:///results/harness.db)")
     p.add_argument("--json", action="store_true", help="print the scoring as JSON")

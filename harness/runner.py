@@ -15,7 +15,6 @@ import random
 import resource
 import subprocess
 import sys
-import time
 import traceback
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -261,17 +260,7 @@ def score_rows(rows: list[dict], benchmark, judge: JudgeConfig | None = None) ->
         except DataError:
             continue  # unreadable rows are counted as errors in the metrics, not by the official scorer
         answers.append("" if row.get("error") else row.get("answer") or "")
-    if not scored:
-        return {}
-    if judge is None or not takes_judge(benchmark):
-        return benchmark.score(scored, answers)  # a benchmark without a judge parameter scores by its own rule
-    return benchmark.score(scored, answers, judge=judge)
-
-
-def takes_judge(benchmark) -> bool:
-    import inspect
-
-    return "judge" in inspect.signature(benchmark.score).parameters
+    return benchmark.score(scored, answers, judge=judge) if scored else {}
 
 
 def uses_judge(result: dict) -> bool:

@@ -225,6 +225,9 @@ def local_dataset(tsv: str | os.PathLike, name: str):
 def main(argv: list[str] | None = None) -> int:
     import argparse
 
+    from harness.cli import _key_values
+    from harness.judge import add_judge_arguments, judge_from_args, vlmeval_judge_env
+
     argv = list(sys.argv[1:] if argv is None else argv)
     ours, theirs = (argv[: argv.index("--")], argv[argv.index("--") + 1:]) if "--" in argv else (argv, [])
     parser = argparse.ArgumentParser(
@@ -236,20 +239,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--device", default="auto")
     parser.add_argument("--dtype", default="auto")
     parser.add_argument("--opt", action="append", default=[], metavar="KEY=VALUE", help="a method option for all")
-    parser.add_argument("--judge-url", help="point VLMEvalKit's judge (--judge harness-judge) at this "
-                                            "OpenAI-compatible API base")
-    parser.add_argument("--judge-model", help="the model the judge endpoint serves")
-    parser.add_argument("--judge-key-env", default="HARNESS_JUDGE_API_KEY", metavar="VAR")
+    add_judge_arguments(parser, "point VLMEvalKit's judge (--judge harness-judge) at this OpenAI-compatible API base")
     parser.add_argument("--list", action="store_true", help="print the entry names and exit")
     args = parser.parse_args(ours)
-    options = dict(pair.split("=", 1) for pair in args.opt)
+    options = _key_values(args.opt)  # the same KEY=VALUE parsing as `harness run --opt`
     names = register(models=args.models, methods=args.methods.split(",") if args.methods else None,
                      device=args.device, dtype=args.dtype, **options)
     if args.list or not theirs:
         print("\n".join(names))
         return 0
-    from harness.judge import judge_from_args, vlmeval_judge_env
-
     judge = judge_from_args(args.judge_url, args.judge_model, args.judge_key_env)
     import contextlib
 

@@ -261,7 +261,6 @@ def bench_overhead(cfg: dict, root: Path, repeats: int, profile: bool) -> dict:
         return (t["run_batch"] + t["db_write"]) / n
 
     best_h = min(harness_runs, key=per_sample_execute)
-    best_loop = min(harness_runs, key=per_sample_loop)
     best_b = min(bare_runs, key=lambda r: r["seconds"])
     bare_s = best_b["seconds"] / n
 

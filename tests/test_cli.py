@@ -74,6 +74,23 @@ def test_score_reports_a_missing_prediction_file_and_unknown_benchmarks(tmp_path
     assert "choose one of" in capsys.readouterr().err
 
 
+def test_score_never_unpickles_a_prediction_file(tmp_path, capsys):
+    import pickle
+
+    class Boom:  # unpickling this would run code
+        def __reduce__(self):
+            return (Path.touch, (tmp_path / "pwned",))
+
+    bad = tmp_path / "predictions.pkl"
+    bad.write_bytes(pickle.dumps(Boom()))
+    from harness.fixtures import write_mmstar_fixture
+
+    data = write_mmstar_fixture(tmp_path / "MMStar.tsv", n=4)
+    assert main(["score", "mmstar", "--predictions", str(bad), "--data", str(data)]) == 2
+    assert "pickle files are not read" in capsys.readouterr().err
+    assert not (tmp_path / "pwned").exists()
+
+
 def test_tiny_model_command_writes_a_loadable_checkpoint(tmp_path, capsys):
     from harness.backbones import load_backbone
 

@@ -151,10 +151,6 @@ def test_vlmeval_judge_env_restores_after_an_error(monkeypatch):
 # -- runs and rescoring: MathVista fixture -----------------------------------------------------------
 @pytest.fixture(scope="module")
 def mathvista_data(tmp_path_factory):
-    from harness.api import BENCHMARKS
-
-    if "mathvista" not in BENCHMARKS:
-        pytest.skip("needs the mathvista benchmark (harness/benchmarks/mathvista.py, issue 3 part A)")
     from harness.fixtures import write_mathvista_fixture
 
     return str(write_mathvista_fixture(tmp_path_factory.mktemp("mathvista") / "MathVista_MINI.tsv", n=8, seed=0))

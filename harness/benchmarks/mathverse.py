@@ -25,7 +25,7 @@ import tempfile
 
 from harness.api import Judgement, Sample, register_benchmark
 
-from .vlmeval_common import EMPTY, VLMEvalBenchmark, bucket, frame_dict, plain, text
+from .vlmeval_common import EMPTY, VLMEvalBenchmark, bucket, frame_dict, text
 
 RULE_SCORER = "mathverse:letter-or-exact-number-rule (no judge)"
 _OPTION_LINE = re.compile(r"^\s*\(?([A-H])\)?\s*[:.：)]\s*(.*?)\s*$", re.MULTILINE)
@@ -106,7 +106,7 @@ class MathVerse(VLMEvalBenchmark):
 
     def judge(self, sample: Sample, answer: str) -> Judgement:
         """The rule (no judge call per sample; the run's judge, if any, scores in ``score``)."""
-        self.dataset
+        self.dataset  # loads the data (and imports vlmeval) on first use
         verdict, extracted = rule_verdict(sample.question, sample.gold, answer, sample.meta.get("question_type", ""))
         return Judgement(extracted=extracted, correct=verdict == "correct")
 
@@ -118,13 +118,8 @@ class MathVerse(VLMEvalBenchmark):
         from vlmeval.smp import dump, get_intermediate_file_path, load
 
         if judge is not None:
-            from harness.judge import vlmeval_judge_env
-
-            with vlmeval_judge_env(judge) as kwargs:
-                kwargs.pop("nproc", None)
-                name = kwargs["model"]
-                acc, scored = self.run_evaluate(
-                    uids, answers, read=lambda f: load(get_intermediate_file_path(f, f"_{name}_score")), **kwargs)
+            acc, scored = self.run_judged(
+                uids, answers, judge, read=lambda f, name: load(get_intermediate_file_path(f, f"_{name}_score")))
             hits = [bool(x) for x in scored["score"]]
             result = self._from_acc(acc, samples, hits)
             result.update(scoring="judge", scorer=judge.scorer_name())
@@ -132,8 +127,7 @@ class MathVerse(VLMEvalBenchmark):
         from vlmeval.dataset.utils.mathverse import MathVerse_acc
 
         verdicts = [rule_verdict(s.question, s.gold, a, s.meta.get("question_type", "")) for s, a in zip(samples, answers)]
-        table = self.dataset.data.iloc[[self._positions[u] for u in uids]].drop(columns=["image"]).copy()
-        table["prediction"] = [str(a) for a in answers]
+        table = self.prediction_table(uids, answers)
         table["extract"] = [e for _, e in verdicts]
         table["score"] = [v == "correct" for v, _ in verdicts]
         with tempfile.TemporaryDirectory(prefix="harness-mathverse-") as tmp:

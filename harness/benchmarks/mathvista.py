@@ -113,7 +113,7 @@ class MathVista(VLMEvalBenchmark):
 
     def judge(self, sample: Sample, answer: str) -> Judgement:
         """The rule stage (no judge call per sample; the run's judge, if any, scores in ``score``)."""
-        self.dataset
+        self.dataset  # loads the data (and imports vlmeval) on first use
         verdict, extracted, _ = rule_verdict(self.line(sample, answer))
         return Judgement(extracted=extracted, correct=verdict == "correct")
 
@@ -123,11 +123,7 @@ class MathVista(VLMEvalBenchmark):
             return {"scoring": "judge" if judge else "rule-based", "overall": dict(EMPTY), "by_category": {}}
         uids = self.check_samples(samples, answers)
         if judge is not None:
-            from harness.judge import vlmeval_judge_env
-
-            with vlmeval_judge_env(judge) as kwargs:
-                kwargs.pop("nproc", None)
-                acc, _ = self.run_evaluate(uids, answers, **kwargs)
+            acc, _ = self.run_judged(uids, answers, judge)
             result = self._from_acc(acc, samples)
             result.update(scoring="judge", scorer=judge.scorer_name())
             return result
@@ -135,8 +131,7 @@ class MathVista(VLMEvalBenchmark):
         from vlmeval.dataset.utils.mathvista import MathVista_acc
         from vlmeval.smp import dump
 
-        table = self.dataset.data.iloc[[self._positions[u] for u in uids]].drop(columns=["image"]).copy()
-        table["prediction"] = [str(a) for a in answers]
+        table = self.prediction_table(uids, answers)
         # What MathVista_auxeval stores when no judge answers: the prefetched answer, else ''.
         table["res"] = [res for _, _, res in verdicts]
         table["log"] = ["Prefetch succeed" if v == "correct" else "no judge: rule undecided or wrong"

@@ -22,6 +22,7 @@ import math
 import os
 import string
 import tempfile
+from abc import abstractmethod
 from pathlib import Path
 from typing import Any, Callable, ClassVar
 
@@ -346,7 +347,7 @@ class VLMEvalBenchmark(Benchmark):
         return len(self.dataset.data)
 
     def row(self, uid: str):
-        self.dataset
+        self.dataset  # loads the data (and imports vlmeval) on first use
         position = self._positions.get(uid)
         return None if position is None else self.dataset.data.iloc[position]
 
@@ -413,7 +414,7 @@ class VLMEvalBenchmark(Benchmark):
     def check_samples(self, samples: list[Sample], answers: list[str]) -> list[str]:
         if len(samples) != len(answers):
             raise ValueError(f"{len(samples)} samples but {len(answers)} answers")
-        self.dataset
+        self.dataset  # loads the data (and imports vlmeval) on first use
         unknown = [s.uid for s in samples if s.uid not in self._positions]
         if unknown:
             raise ValueError(f"samples not in {self.path}: {', '.join(unknown[:5])}")
@@ -428,8 +429,7 @@ class VLMEvalBenchmark(Benchmark):
         its intermediate files before the temporary folder goes. Returns ``(result, read's result)``."""
         from vlmeval.smp import dump
 
-        table = self.dataset.data.iloc[[self._positions[u] for u in uids]].drop(columns=["image"]).copy()
-        table["prediction"] = [str(a) for a in answers]
+        table = self.prediction_table(uids, answers)
         with tempfile.TemporaryDirectory(prefix=f"harness-{self.name}-") as tmp:
             # A pickled DataFrame (VLMEvalKit's load() reads .pkl) so evaluate() sees every answer byte
             # for byte; an .xlsx/.tsv round trip turns '', 'NA' and 'None' into 'nan', and .xlsx also
@@ -440,8 +440,25 @@ class VLMEvalBenchmark(Benchmark):
             extra = read(pred_file) if read else None
         return result, extra
 
-    def score(self, samples: list[Sample], answers: list[str], judge=None) -> dict:
-        raise NotImplementedError
+    def prediction_table(self, uids: list[str], answers: list[str]):
+        """VLMEvalKit's prediction format for these rows: the TSV's columns (images left out) + ``prediction``."""
+        table = self.dataset.data.iloc[[self._positions[u] for u in uids]].drop(columns=["image"]).copy()
+        table["prediction"] = [str(a) for a in answers]
+        return table
+
+    def run_judged(self, uids: list[str], answers: list[str], judge,
+                   read: Callable[[str, str], Any] | None = None):
+        """:meth:`run_evaluate` with VLMEvalKit's judge pointed at ``judge`` (a ``JudgeConfig``);
+        ``read(pred_file, judge_name)`` may load the judge's intermediate files."""
+        from harness.judge import vlmeval_judge_env
+
+        with vlmeval_judge_env(judge) as kwargs:
+            kwargs.pop("nproc", None)  # run_evaluate passes its own
+            name = kwargs["model"]
+            return self.run_evaluate(uids, answers, read=(lambda f: read(f, name)) if read else None, **kwargs)
+
+    @abstractmethod
+    def score(self, samples: list[Sample], answers: list[str], judge=None) -> dict: ...
 
 
 class VLMEvalMCQBenchmark(VLMEvalBenchmark):
@@ -452,7 +469,6 @@ class VLMEvalMCQBenchmark(VLMEvalBenchmark):
         if not samples:
             return {"scoring": "official", "overall": dict(EMPTY), "by_category": {}, "vlmeval": {}}
         uids = self.check_samples(samples, answers)
-        
         acc, hits = self.run_evaluate(
             uids, answers, model="exact_matching",
             read=read_hits)

@@ -1,7 +1,7 @@
 """Score a prediction file through the same code path as a run (``harness score``).
 
 VLMEvalKit benchmarks: VLMEvalKit's prediction format (what its inference writes: the benchmark's TSV
-columns without ``image``, plus ``prediction``; .xlsx, .tsv, .csv, .json, .jsonl or .pkl, read with
+columns without ``image``, plus ``prediction``; .xlsx, .tsv, .csv, .json or .jsonl (never .pkl), read with
 VLMEvalKit's own ``load``). Each row's ``index`` names the sample in the benchmark's data, the answer
 is ``str(prediction)`` as VLMEvalKit reads it, and the benchmark's ``score`` does the rest, exactly as
 at the end of a run. M3CoT: its published jsonl format (``harness.scoring.m3cot``).
@@ -17,6 +17,9 @@ def read_vlmeval_predictions(path: Path):
     """The prediction table; DataError naming the file and the fix if it is not one."""
     if not path.is_file():
         raise DataError(f"{path}: prediction file not found")
+    if path.suffix.lower() in (".pkl", ".pickle"):  # unpickling a file can run code: never for user input
+        raise DataError(f"{path}: pickle files are not read (loading one can run code); "
+                        "save the predictions as .xlsx, .tsv, .csv or .json")
     from harness.benchmarks.vlmeval_common import import_vlmeval
 
     import_vlmeval()
@@ -26,7 +29,7 @@ def read_vlmeval_predictions(path: Path):
         table = load(str(path))
     except Exception as exc:  # VLMEvalKit's load raises whatever the format's reader raises
         raise DataError(f"{path}: not a readable prediction file ({type(exc).__name__}: {exc}); expected "
-                        "VLMEvalKit's format (.xlsx/.tsv/.csv/.json/.pkl with columns index and prediction)") from None
+                        "VLMEvalKit's format (.xlsx/.tsv/.csv/.json with columns index and prediction)") from None
     if not hasattr(table, "columns"):
         raise DataError(f"{path}: expected a table with columns index and prediction (VLMEvalKit's prediction format)")
     missing = [c for c in ("index", "prediction") if c not in table.columns]

@@ -93,7 +93,7 @@ class IVTLRRecipe(Recipe):
 
     # -- model -------------------------------------------------------------------------------
     def setup(self, backbone):
-        from harness.train.adapters import LoraSettings, add_tokens, attach_lora
+        from harness.train.adapters import add_tokens, attach_lora
 
         self.backbone = backbone
         self.new_token_ids = add_tokens(backbone, LATENT_TOKENS, init_from=self.options.init_token)

@@ -16,6 +16,7 @@ index (e.g. ``gsm8k``, which needs its data in the local datasets cache when off
 from __future__ import annotations
 
 import logging
+from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -36,7 +37,7 @@ class Steer:
     positions: str = "first"
 
 
-class TextGenerator:
+class TextGenerator(ABC):
     """Greedy text generation from user-turn texts, optionally steered."""
 
     name: str = ""
@@ -56,14 +57,15 @@ class TextGenerator:
                         self.steer.positions)
 
     def decoder(self):
-        raise NotImplementedError
+        """(decoder module, its layers) for the injection hooks; only steered generators need it."""
+        raise TypeError(f"{type(self).__name__} cannot be steered: it exposes no decoder layers")
 
     def generate(self, contexts: list[str], max_new_tokens: int) -> list[str]:
         with self._steering():
             return self._generate(contexts, max_new_tokens)
 
-    def _generate(self, contexts: list[str], max_new_tokens: int) -> list[str]:
-        raise NotImplementedError
+    @abstractmethod
+    def _generate(self, contexts: list[str], max_new_tokens: int) -> list[str]: ...
 
 
 class BackboneText(TextGenerator):
