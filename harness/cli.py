@@ -6,8 +6,13 @@ import importlib
 import json
 import logging
 import os
+import signal
 import sys
+import threading
+import warnings
 from pathlib import Path
+
+from .api.types import DEFAULT_MAX_IMAGE_PIXELS  # stdlib only: keeps --help instant
 
 EXIT_USAGE = 2
 
@@ -65,6 +70,16 @@ def _quiet_libraries() -> None:
 
     transformers.utils.logging.set_verbosity_error()
     transformers.utils.logging.disable_progress_bar()
+    # Libraries' deprecation notices are for their developers, not for someone reading results.
+    warnings.filterwarnings("ignore", category=FutureWarning)
+
+
+def _new_output(path: str, what: str) -> Path:
+    """An --out that must not silently replace a file or mix with a folder's contents."""
+    out = Path(path)
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"--out {path} is an existing file; {what} go into a folder: pass a new or empty folder")
+    return out
 
 
 # -- commands ------------------------------------------------------------------------------------
@@ -83,6 +98,7 @@ def cmd_run(args) -> int:
                    split=args.split, limit=args.limit, seed=args.seed, batch_size=args.batch_size, device=args.device,
                    dtype=args.dtype, revision=args.revision, db=args.db, fresh=args.fresh,
                    progress=not args.no_progress,
+                   max_image_pixels=args.max_image_pixels or None,
                    judge=judge_from_args(args.judge_url, args.judge_model, args.judge_key_env))
     report = execute(spec)
     m = report.metrics
@@ -157,7 +173,9 @@ _EXPORT_SUFFIXES = {".jsonl": "jsonl", ".md": "md", ".markdown": "md", ".tex": "
 def cmd_export(args) -> int:
     from .reports import export
 
-    fmt = args.format or _EXPORT_SUFFIXES.get(Path(args.out).suffix.lower(), "csv")
+    if args.out == "-":
+        args.out = None  # standard output
+    fmt = args.format or _EXPORT_SUFFIXES.get(Path(args.out or "").suffix.lower(), "csv")
     what = args.what or ("leaderboard" if fmt in ("md", "latex", "html") else "runs")
     if what == "leaderboard":
         from .leaderboard_commands import export_leaderboard
@@ -167,7 +185,8 @@ def cmd_export(args) -> int:
         raise UsageError(f"--format {fmt} is for the leaderboard table (--what leaderboard); "
                          f"{what} rows export as csv or jsonl")
     n = export(_store(args), args.out, fmt=fmt, what=what, run_ids=args.run or None)
-    print(f"wrote {n} {what} rows to {args.out}")
+    if args.out:
+        print(f"wrote {n} {what} rows to {args.out}")
     return 0
 
 
@@ -175,7 +194,11 @@ def cmd_tiny_model(args) -> int:
     _quiet_libraries()
     from .tiny import write_tiny_model
 
-    out = write_tiny_model(args.family, args.out, hidden_size=args.hidden_size, layers=args.layers,
+    out = _new_output(args.out, "a model's files")
+    if out.is_dir() and any(out.iterdir()):
+        raise UsageError(f"--out {args.out} is a folder that is not empty; pass a new or empty folder "
+                         "(nothing was overwritten)")
+    out = write_tiny_model(args.family, out, hidden_size=args.hidden_size, layers=args.layers,
                            heads=args.heads, kv_heads=args.kv_heads, seed=args.seed)
     print(out)
     return 0
@@ -209,6 +232,9 @@ def cmd_score(args) -> int:
 def cmd_fixtures(args) -> int:
     from .fixtures import write_all
 
+    _new_output(args.out, "the fixture files")
+    if args.n < 1:
+        raise UsageError(f"--n must be at least 1, got {args.n}")
     for name, path in write_all(args.out, n=args.n, seed=args.seed).items():
         print(f"{name}: {path}")
     return 0
@@ -277,6 +303,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--fresh", action="store_true", help="start over instead of resuming the same run")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--max-image-pixels", type=int, default=DEFAULT_MAX_IMAGE_PIXELS,
+                   help=f"an image with more pixels is an error sample, never decoded (default {DEFAULT_MAX_IMAGE_PIXELS:,}"
+                        "; 0: no limit)")
     add_judge_arguments(p, "also score with an LLM judge behind this OpenAI-compatible API base, e.g. "
                            "http://127.0.0.1:8000/v1 (MathVista, MathVerse); stored as a separate 'judge' score")
     db_arg(p)
@@ -305,7 +334,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="default: leaderboard for md/latex/html, else runs")
     p.add_argument("--format", choices=["csv", "jsonl", "md", "latex", "html"],
                    help="default: from the file name (.jsonl .md .tex .html), else csv")
-    p.add_argument("--out", required=True)
+    p.add_argument("--out", help="the file to write (default: standard output)")
     p.add_argument("--run", type=int, action="append", help="runs/samples: only this run id (repeatable)")
     from .leaderboard_commands import add_table_filters
 
@@ -353,6 +382,12 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _on_sigterm(signum, frame):
+    from .runner import Terminated
+
+    raise Terminated()
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
@@ -360,7 +395,11 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(message)s",
                         stream=sys.stderr)
+    logging.captureWarnings(True)  # warnings go through logging: one line each, clear of progress bars
     from .api import DataError, UnknownName
+
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _on_sigterm)  # `timeout`, Slurm, Docker: like Ctrl-C
 
     try:
         args.method_flags = method_flags(extra)
@@ -371,9 +410,13 @@ def main(argv: list[str] | None = None) -> int:
         message = str(exc.args[0]) if isinstance(exc, KeyError) and exc.args else str(exc)
         print(f"harness: error: {message.splitlines()[0] if message else type(exc).__name__}", file=sys.stderr)
         return EXIT_USAGE
-    except KeyboardInterrupt:
-        print("harness: interrupted; re-run the same command to resume", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as exc:
+        from .runner import Terminated
+
+        terminated = isinstance(exc, Terminated)
+        print(f"harness: {'terminated (SIGTERM)' if terminated else 'interrupted'}; what was computed is stored: "
+              "re-run the same command to resume", file=sys.stderr)
+        return 143 if terminated else 130
     except BrokenPipeError:  # `harness runs | head`: the reader left; not an error
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0

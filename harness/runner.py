@@ -21,6 +21,7 @@ from pathlib import Path
 
 from harness import __version__
 from harness.api import BENCHMARKS, BadImage, DataError, Query, Sample
+from harness.api.types import DEFAULT_MAX_IMAGE_PIXELS
 from harness.judge import JudgeConfig
 
 log = logging.getLogger("harness")
@@ -44,6 +45,8 @@ class RunSpec:
     db: str | None = None
     fresh: bool = False
     progress: bool = True
+    # Images over this many pixels become error samples before they are decoded (None: no limit).
+    max_image_pixels: int | None = DEFAULT_MAX_IMAGE_PIXELS
     # An LLM judge scores the run in addition to the benchmark's own scoring (a separate "judge" score
     # row); it does not change the predictions, so it is not part of the run's identity.
     judge: JudgeConfig | None = None
@@ -99,11 +102,20 @@ def peak_memory_mb(device: str) -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (``timeout``, Slurm, Docker): handled like Ctrl-C, the run is marked interrupted."""
+
+
 def execute(spec: RunSpec) -> RunReport:
     from methods import METHODS
 
     from .store import Store
 
+    if spec.max_image_pixels is not None and spec.max_image_pixels < 1:
+        raise ValueError(f"--max-image-pixels must be positive, got {spec.max_image_pixels}")
+    from .backbones import model_name
+
+    model = model_name(spec.model)
     method = METHODS.get(spec.method)(**spec.method_options)
     benchmark = BENCHMARKS.get(spec.bench)(spec.data, spec.split)
     total = len(benchmark)  # loads the data: a DataError surfaces here, before the model loads
@@ -118,11 +130,13 @@ def execute(spec: RunSpec) -> RunReport:
     if batch_size != spec.batch_size:
         log.warning("method %s does not batch; running with batch size 1", spec.method)
 
+    store = Store(spec.db)  # a bad --db fails now, not after minutes of loading a model
     import torch
 
     from .backbones import load_backbone
 
-    backbone = load_backbone(spec.model, device=spec.device, dtype=spec.dtype, revision=spec.revision,
+    log.info("loading %s", model)
+    backbone = load_backbone(model, device=spec.device, dtype=spec.dtype, revision=spec.revision,
                              **{**method.backbone_options(), **spec.backbone_options})
     method.prepare(backbone)
     described = backbone.describe()
@@ -131,7 +145,7 @@ def execute(spec: RunSpec) -> RunReport:
               # Where the data was read from, so `harness rescore` can score the stored predictions later.
               "data": str(Path(spec.data).expanduser().resolve()) if spec.data else None}
     fields = {
-        "method": spec.method, "method_config": method.config(), "model": spec.model,
+        "method": spec.method, "method_config": method.config(), "model": model,
         "model_revision": backbone.revision, "backbone_family": backbone.family, "benchmark": spec.bench,
         "split": benchmark.split, "subset": subset, "data_fingerprint": benchmark.fingerprint(),
         "n_planned": len(positions), "device": described["device"], "dtype": described["dtype"],
@@ -142,7 +156,6 @@ def execute(spec: RunSpec) -> RunReport:
                                        "data_fingerprint", "seed")}
     identity["subset"] = {k: v for k, v in subset.items() if k != "data"}  # same data elsewhere: same run
     identity["backbone"] = {k: v for k, v in described.items() if k not in ("model", "revision", "device")}
-    store = Store(spec.db)
     run_id, done, resumed = store.start_run(run_key(identity), fields, fresh=spec.fresh)
     # Only a resumed run needs each row's uid up front; a new one computes everything.
     pending = [p for p in positions if _uid_at(benchmark, p) not in done] if done else positions
@@ -152,25 +165,32 @@ def execute(spec: RunSpec) -> RunReport:
     random.seed(spec.seed)
     torch.manual_seed(spec.seed)
     n_new = 0
-    try:
-        from tqdm import tqdm
+    from tqdm import tqdm
+    from tqdm.contrib.logging import logging_redirect_tqdm
 
-        bar = tqdm(total=len(positions), initial=len(positions) - len(pending), disable=not spec.progress,
-                   desc=f"{spec.method} on {spec.bench}", unit="sample", file=sys.stderr)
-        for start in range(0, len(pending), batch_size):
-            rows = _run_batch(method, backbone, benchmark, pending[start:start + batch_size])
-            store.add_samples(run_id, rows)
-            n_new += len(rows)
-            bar.update(len(rows))
+    bar = tqdm(total=len(positions), initial=len(positions) - len(pending), disable=not spec.progress,
+               desc=f"{spec.method} on {spec.bench}", unit="sample", file=sys.stderr)
+    try:
+        with logging_redirect_tqdm():  # warnings get their own line, not glued to the bar
+            for start in range(0, len(pending), batch_size):
+                rows = _run_batch(method, backbone, benchmark, pending[start:start + batch_size],
+                                  spec.max_image_pixels)
+                store.add_samples(run_id, rows)
+                n_new += len(rows)
+                bar.update(len(rows))
         bar.close()
+        log.info("scoring run %d with %s's official rule", run_id, spec.bench)
         metrics, official = _score(store, run_id, benchmark)
         metrics["peak_memory_mb"] = round(peak_memory_mb(described["device"]), 1)
         store.finish_run(run_id, status="finished", metrics=metrics, official=official,
                          peak_memory_mb=metrics["peak_memory_mb"])
         if official:
             save_score(store, run_id, spec.bench, official)
-    except KeyboardInterrupt:
-        store.finish_run(run_id, status="interrupted", metrics=None, official=None, error="interrupted by user")
+    except KeyboardInterrupt as exc:
+        bar.close()
+        how = "terminated (SIGTERM)" if isinstance(exc, Terminated) else "interrupted by user"
+        store.finish_run(run_id, status="interrupted", metrics=None, official=None,
+                         error=f"{how} after {n_new} new samples; re-run the same command to resume")
         raise
     except Exception as exc:
         store.finish_run(run_id, status="failed", metrics=None, official=None,
@@ -209,14 +229,15 @@ def _uid_at(benchmark, position: int) -> str:
         return f"#{position}"  # a row too broken to read its id: stored as an error under its position
 
 
-def _run_batch(method, backbone, benchmark, positions: list[int]) -> list[dict]:
+def _run_batch(method, backbone, benchmark, positions: list[int],
+               max_pixels: int | None = DEFAULT_MAX_IMAGE_PIXELS) -> list[dict]:
     """Answer one batch; samples whose row or image cannot be read become error rows."""
     rows, ready = [], []
     for position in positions:
         sample = None
         try:
             sample = benchmark.sample(position)
-            images = sample.images()
+            images = sample.images(max_pixels)
         except (DataError, BadImage) as exc:
             rows.append(_error_row(position, sample, exc))
             continue

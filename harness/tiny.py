@@ -57,7 +57,8 @@ def _train_tokenizer(family: str, vocab_size: int, chat_template: str):
     tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tokenizer.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
-        vocab_size=vocab_size, special_tokens=specials, initial_alphabet=pre_tokenizers.ByteLevel.alphabet()
+        vocab_size=vocab_size, special_tokens=specials, initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,  # it prints blank lines on stdout even when not a terminal
     )
     tokenizer.train_from_iterator(_CORPUS.splitlines(), trainer=trainer)
     fast = PreTrainedTokenizerFast(

@@ -40,6 +40,8 @@ class Method(ABC):
                 f"method {self.name!r} has no option {', '.join(unknown)}; its options are: {', '.join(sorted(known))}"
             )
         self.options = self.Options(**options)
+        if getattr(self.options, "max_new_tokens", 1) < 1:  # checked before any model loads
+            raise ValueError(f"--max-new-tokens must be at least 1, got {self.options.max_new_tokens}")
 
     def config(self) -> dict:
         """The full configuration, as stored with a run (and compared when a run is resumed)."""

@@ -19,15 +19,24 @@ class BadImage(ValueError):
     """An image that cannot be decoded; the sample is stored as an error and the run goes on."""
 
 
-def decode_image(ref: Any):
+# One limit for every benchmark, checked on the header before any pixel is decoded: a 20000×20000
+# image would otherwise cost gigabytes (VLMEvalKit lifts PIL's own limit process-wide).
+DEFAULT_MAX_IMAGE_PIXELS = 40_000_000  # about 6300×6300; benchmark images are far smaller
+
+_IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".gif", ".bmp", ".webp", ".tif", ".tiff")
+
+
+def decode_image(ref: Any, max_pixels: int | None = DEFAULT_MAX_IMAGE_PIXELS):
     """Decode one image reference into an RGB ``PIL.Image``.
 
     Accepts a PIL image, raw bytes, a ``datasets`` image dict (``{"bytes", "path"}``), a file path
-    or a base64 string (VLMEvalKit TSVs).
+    or a base64 string (VLMEvalKit TSVs). An image of more than ``max_pixels`` pixels (None: no
+    limit) raises :class:`BadImage` before it is decoded.
     """
     from PIL import Image, UnidentifiedImageError
 
     if isinstance(ref, Image.Image):
+        _check_pixels(ref.size, max_pixels)
         return ref.convert("RGB")
     if isinstance(ref, dict):
         ref = ref.get("bytes") or ref.get("path")
@@ -37,17 +46,44 @@ def decode_image(ref: Any):
         elif isinstance(ref, str) and len(ref) < 4096 and os.path.exists(ref):
             with open(ref, "rb") as fh:
                 data = fh.read()
+        elif isinstance(ref, str) and len(ref) < 4096 and ref.lower().endswith(_IMAGE_SUFFIXES):
+            # Base64 never holds a dot: this names a file, which is missing.
+            raise BadImage(f"image file {ref} does not exist")
         elif isinstance(ref, str):
             data = base64.b64decode(ref, validate=True)
         else:
             raise BadImage(f"unsupported image reference of type {type(ref).__name__}")
-        image = Image.open(io.BytesIO(data))
-        image.load()
+        with _pil_limit_off():
+            image = Image.open(io.BytesIO(data))  # reads the header only
+            _check_pixels(image.size, max_pixels)
+            image.load()
         return image.convert("RGB")
-    except (binascii.Error, UnidentifiedImageError, OSError, ValueError) as exc:
+    except (binascii.Error, UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as exc:
         if isinstance(exc, BadImage):
             raise
         raise BadImage(f"cannot decode image: {exc}") from None
+
+
+def _check_pixels(size: tuple[int, int], max_pixels: int | None) -> None:
+    width, height = size
+    if max_pixels is not None and width * height > max_pixels:
+        raise BadImage(f"image of {width}x{height} = {width * height:,} pixels is over the limit of "
+                       f"{max_pixels:,} (--max-image-pixels N raises it)")
+
+
+class _pil_limit_off:
+    """Our own limit replaces PIL's (which warns, or raises an exception type callers do not expect)."""
+
+    def __enter__(self):
+        from PIL import Image
+
+        self.saved = Image.MAX_IMAGE_PIXELS
+        Image.MAX_IMAGE_PIXELS = None
+
+    def __exit__(self, *exc):
+        from PIL import Image
+
+        Image.MAX_IMAGE_PIXELS = self.saved
 
 
 @dataclass
@@ -63,8 +99,8 @@ class Sample:
     category: str = ""
     meta: dict = field(default_factory=dict)  # JSON-serialisable extra fields (domain, topic, ...)
 
-    def images(self) -> list:
-        return [decode_image(ref) for ref in self.image_refs]
+    def images(self, max_pixels: int | None = DEFAULT_MAX_IMAGE_PIXELS) -> list:
+        return [decode_image(ref, max_pixels) for ref in self.image_refs]
 
 
 @dataclass

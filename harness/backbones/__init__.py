@@ -27,6 +27,20 @@ def resolve_device_dtype(device: str = "auto", dtype: str = "auto"):
 
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
+    try:
+        parsed = torch.device(device)
+    except RuntimeError:
+        raise ModelLoadError(f"unknown device {device!r}; choose auto, cpu, cuda or cuda:N") from None
+    if parsed.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0:
+            raise ModelLoadError(f"--device {device}: no CUDA GPU is visible here; use --device cpu (or auto)")
+        if parsed.index is not None and parsed.index >= count:
+            raise ModelLoadError(f"--device {device}: only {count} CUDA GPU(s) visible (cuda:0..cuda:{count - 1})")
+    elif parsed.type == "mps" and not torch.backends.mps.is_available():
+        raise ModelLoadError(f"--device {device}: this torch has no usable mps device; use --device cpu (or auto)")
+    elif parsed.type not in ("cpu", "mps"):
+        raise ModelLoadError(f"--device {device}: the harness runs on cpu or cuda (or mps); choose one of those")
     if dtype == "auto":
         dtype = "bfloat16" if device.startswith("cuda") else "float32"
     try:
@@ -35,6 +49,13 @@ def resolve_device_dtype(device: str = "auto", dtype: str = "auto"):
     except KeyError:
         raise ModelLoadError(f"unknown dtype {dtype!r}; choose one of: auto, bfloat16, float16, float32") from None
     return device, torch_dtype
+
+
+def model_name(model: str) -> str:
+    """A local folder by its absolute path (``tiny``, ``./tiny`` and ``/abs/tiny`` are one model, so one
+    run); a hub id as given."""
+    path = Path(model).expanduser()
+    return str(path.resolve()) if path.exists() else model
 
 
 def model_fingerprint(model_id: str, revision: str | None = None) -> str:
@@ -58,6 +79,11 @@ def model_fingerprint(model_id: str, revision: str | None = None) -> str:
                 fh.seek(-(1 << 20), os.SEEK_END)
                 digest.update(fh.read())
     return "sha256:" + digest.hexdigest()[:16]
+
+
+def _first_line(exc: Exception) -> str:
+    text = " ".join(str(exc).split())
+    return (text[:300] + "...") if len(text) > 300 else (text or type(exc).__name__)
 
 
 def load_backbone(model_id: str, *, device: str = "auto", dtype: str = "auto", revision: str | None = None,
@@ -89,8 +115,18 @@ def load_backbone(model_id: str, *, device: str = "auto", dtype: str = "auto", r
     kwargs = {"revision": revision, "dtype": torch_dtype}
     if attn_implementation:
         kwargs["attn_implementation"] = attn_implementation
-    model = family_cls.model_class(config.model_type).from_pretrained(model_id, **kwargs).to(device)
-    processor = AutoProcessor.from_pretrained(model_id, revision=revision)
+    try:
+        model = family_cls.model_class(config.model_type).from_pretrained(model_id, **kwargs).to(device)
+        processor = AutoProcessor.from_pretrained(model_id, revision=revision)
+    except (OSError, ValueError, RuntimeError, EnvironmentError) as exc:
+        # Missing or truncated weight files, a tokenizer that does not parse, shapes that do not fit.
+        raise ModelLoadError(f"cannot load the weights of {model_id!r}: {_first_line(exc)} (is a file missing "
+                             "or cut short? copy the checkpoint folder again, or write a fresh one)") from None
+    except Exception as exc:
+        if type(exc).__name__ != "SafetensorError":  # safetensors' own type, raised for a damaged file
+            raise
+        raise ModelLoadError(f"cannot read the weights of {model_id!r}: {_first_line(exc)} (a damaged or "
+                             "truncated .safetensors file; copy the checkpoint folder again)") from None
     return family_cls(model, processor, model_id=model_id, revision=model_fingerprint(model_id, revision),
                       **family_options)
 

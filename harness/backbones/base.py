@@ -113,6 +113,12 @@ class Backbone:
         """The language model's decoder layers, in order (for hooks)."""
         return self.language_model.layers
 
+    def signature(self) -> dict:
+        """What a trained adapter depends on: recorded in checkpoints, compared when they are loaded."""
+        return {"model": self.model_id, "revision": self.revision, "family": self.family,
+                "model_type": getattr(self.model.config, "model_type", ""), "hidden_size": self.hidden_size,
+                "layers": len(self.decoder_layers())}
+
     def describe(self) -> dict:
         return {"family": self.family, "model": self.model_id, "revision": self.revision,
                 "device": str(self.device), "dtype": str(self.dtype).removeprefix("torch.")}

@@ -79,6 +79,9 @@ class _ArrowRows:
     def row(self, index: int) -> tuple[dict, Path]:
         return self.dataset[index], self.folder
 
+    def ids(self) -> list[tuple[str, str]]:
+        return [(str(x), f"row {i}") for i, x in enumerate(self.dataset["id"])]
+
     def files(self) -> list[Path]:
         return sorted(
             p for p in self.folder.iterdir()
@@ -126,6 +129,15 @@ class _ParquetRows:
     def files(self) -> list[Path]:
         return list(self.paths)
 
+    def ids(self) -> list[tuple[str, str]]:
+        import pyarrow.parquet as pq
+
+        out = []
+        for path in self.paths:
+            column = pq.read_table(path, columns=["id"]).column("id").to_pylist()
+            out += [(str(x), f"{path.name} row {i}") for i, x in enumerate(column)]
+        return out
+
 
 class _JsonlRows:
     """jsonl files indexed by line offsets once; a row is parsed when it is read."""
@@ -133,15 +145,21 @@ class _JsonlRows:
     def __init__(self, paths: list[Path]):
         self.paths = paths
         self.lines: list[tuple[int, int, int]] = []  # (file index, byte offset, line number)
+        self._ids: list[tuple[str, str]] = []
         for file_index, path in enumerate(paths):
             with path.open("rb") as fh:
                 offset = 0
                 for number, line in enumerate(fh, 1):
                     if line.strip():
+                        obj = self._parse(line, path, number)
                         if not self.lines or self.lines[-1][0] != file_index:
-                            _check_columns(self._parse(line, path, number), path)
+                            _check_columns(obj, path)
+                        self._ids.append((str(obj.get("id")), f"{path.name} line {number}"))
                         self.lines.append((file_index, offset, number))
                     offset += len(line)
+
+    def ids(self) -> list[tuple[str, str]]:
+        return self._ids
 
     @staticmethod
     def _parse(line: bytes, path: Path, number: int) -> dict:
@@ -171,6 +189,21 @@ class _JsonlRows:
         return list(self.paths)
 
 
+def _check_unique_ids(rows, where) -> None:
+    """A repeated id would make two samples one (runs key samples by id): refuse, naming them."""
+    seen: dict[str, str] = {}
+    repeats = []
+    for uid, place in rows.ids():
+        if uid in seen:
+            repeats.append(f"{uid!r} at {seen[uid]} and {place}")
+        else:
+            seen[uid] = place
+    if repeats:
+        more = f" (and {len(repeats) - 3} more)" if len(repeats) > 3 else ""
+        raise DataError(f"M3CoT data {where}: ids repeat: {'; '.join(repeats[:3])}{more}; every sample needs its "
+                        "own id (drop or renumber the duplicate rows)")
+
+
 def _split_tokens(path: Path, root: Path) -> set[str]:
     """Lower-case words of a file's path below ``root``: ``data/test-00000-of-00001.parquet`` → {..., "test"}."""
     return set(re.split(r"[^a-z0-9]+", str(path.relative_to(root)).lower()))
@@ -190,7 +223,9 @@ class M3CoT(Benchmark):
     # -- loading -----------------------------------------------------------------------------
     def _open(self):
         if self._rows is None:
-            self._rows = self._load()
+            rows = self._load()
+            _check_unique_ids(rows, self.data)
+            self._rows = rows
         return self._rows
 
     def _load(self):

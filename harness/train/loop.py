@@ -52,6 +52,20 @@ class TrainConfig:
     cpu: bool = False  # force the CPU even when a GPU is present
     options: dict = field(default_factory=dict)  # the recipe's own options
 
+    def check(self) -> None:
+        """Bad numbers fail in one line before anything loads (0 steps must not mean "no limit")."""
+        for name, value, least in (("--max-steps", self.max_steps, 1), ("--epochs", self.epochs, 1),
+                                   ("--epochs-per-stage", self.epochs_per_stage, 1), ("--limit", self.limit, 1),
+                                   ("--batch-size", self.batch_size, 1), ("--grad-accum", self.grad_accum, 1),
+                                   ("--lora-r", self.lora_r, 1), ("--warmup-steps", self.warmup_steps, 0)):
+            if value is not None and value < least:
+                raise ValueError(f"{name} must be at least {least}, got {value}")
+        if not self.lr > 0:
+            raise ValueError(f"--lr must be positive, got {self.lr}")
+        if Path(self.out).exists() and not Path(self.out).is_dir():
+            raise ValueError(f"--out {self.out} is an existing file; pass a new or empty folder (or the folder of "
+                             "a checkpoint to resume)")
+
     def identity(self) -> dict:
         """What must match to resume into an existing --out (everything but where and how long)."""
         return {k: v for k, v in dataclasses.asdict(self).items() if k not in ("out", "max_steps")}
@@ -88,10 +102,11 @@ def train(config: TrainConfig, progress: bool = True) -> TrainReport:
     from tqdm import tqdm
     from transformers import get_scheduler
 
-    from harness.backbones import load_backbone, model_fingerprint
+    from harness.backbones import load_backbone, model_fingerprint, model_name
 
     from .data import read_examples
 
+    config.check()
     torch.set_grad_enabled(True)  # in case something imported vlmeval, which switches autograd off globally
     recipe = TRAINERS.get(config.method)(config)
     if config.bench not in recipe.benches:
@@ -109,7 +124,7 @@ def train(config: TrainConfig, progress: bool = True) -> TrainReport:
                               dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True))
     logging.getLogger("accelerate").setLevel(logging.WARNING)  # one INFO line per saved file otherwise
     set_seed(config.seed)
-    backbone = load_backbone(config.model, device=str(accelerator.device), dtype="float32",
+    backbone = load_backbone(model_name(config.model), device=str(accelerator.device), dtype="float32",
                              **recipe.backbone_options())
     module = recipe.setup(backbone)
     module.train()
@@ -138,6 +153,7 @@ def train(config: TrainConfig, progress: bool = True) -> TrainReport:
         start_epoch, skip_batches, global_step = resumed["epoch"], resumed["batches_done"], resumed["global_step"]
         log.info("resuming %s at epoch %d, batch %d (step %d)", config.out, start_epoch, skip_batches, global_step)
     identity = {"train": config.identity(), "model_revision": model_fingerprint(config.model),
+                "base_model": backbone.signature(),  # checked when the checkpoint is loaded
                 "epochs": epochs, **recipe.checkpoint_config()}
 
     def save(epoch: int, batches_done: int) -> None:

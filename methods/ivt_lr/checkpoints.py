@@ -19,6 +19,7 @@ vocabulary to the checkpoint's, then ``load_state_dict(strict=True)``.
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import re
 from pathlib import Path
@@ -27,6 +28,7 @@ import torch
 
 from .model import LATENT_TOKENS
 
+log = logging.getLogger("harness")
 WRAPPER_PREFIX = "base_causallm.base_model.model."
 LORA_KEY = re.compile(r"^(?P<module>.+)\.lora_(?P<which>[AB])\.[^.]+\.weight$")
 
@@ -54,32 +56,98 @@ def checkpoint_fingerprint(path: str) -> str:
     return digest.hexdigest()[:16]
 
 
-def load_into_backbone(backbone, path: str, *, positions: str, instruction: str, published_lora_alpha: float) -> None:
-    target = Path(path)
+def check_checkpoint(path: str) -> dict | None:
+    """Fail fast (before any model loads) on a path that is no IVT-LR checkpoint; a folder's config."""
+    import json
+
+    target = Path(path).expanduser()
+    if not target.exists():
+        raise FileNotFoundError(f"ivt-lr checkpoint {path} does not exist; pass a `harness train --out` folder "
+                                "or a published model.pth")
+    if target.is_file():
+        return None
+    config_file = target / "config.json"
+    if not config_file.is_file():
+        raise ValueError(f"{path} is not a `harness train` checkpoint (no config.json); pass the folder "
+                         "`harness train --method ivt-lr --out` wrote, or a published model.pth")
+    try:
+        config = json.loads(config_file.read_text())
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ValueError(f"{config_file} is not valid JSON ({exc}); the checkpoint is damaged, train it again") \
+            from None
+    if not isinstance(config, dict) or config.get("recipe") is None:
+        kind = (f"a {config['model_type']} model folder" if isinstance(config, dict) and config.get("model_type")
+                else "not a `harness train` checkpoint")
+        raise ValueError(f"{path} is {kind}, not an ivt-lr checkpoint; pass a model folder as --model and a "
+                         "`harness train --method ivt-lr --out` folder as --checkpoint")
+    if config["recipe"] != "ivt-lr":
+        raise ValueError(f"{path} is a checkpoint of {config['recipe']!r}, not of ivt-lr; pass it to "
+                         f"--method {config['recipe']}")
+    return config
+
+
+def check_base(backbone, config: dict, folder, allow_mismatch: bool) -> None:
+    """Refuse a checkpoint trained on another base model: its adapter would load and mean nothing."""
+    trained = config.get("base_model")
+    if trained is None:  # checkpoints written before the base was recorded: its revision only
+        trained = {"revision": config.get("model_revision"), "model": (config.get("train") or {}).get("model")}
+    here = backbone.signature()
+    differs = [k for k in ("model_type", "hidden_size", "layers") if k in trained and trained[k] != here[k]]
+    content = [str(x) for x in (trained.get("revision"), here["revision"])]
+    if all(r.startswith("sha256:") for r in content) and content[0] != content[1]:
+        differs.append("weights")  # both local folders: their content hashes must agree
+    elif not any(r.startswith("sha256:") for r in content) and (trained.get("model"), content[0]) != \
+            (here["model"], content[1]):
+        differs.append("hub id/revision")
+    if not differs:
+        if any(r.startswith("sha256:") for r in content) and not all(r.startswith("sha256:") for r in content):
+            log.warning("checkpoint %s was trained on %s (%s); this model (%s) cannot be compared by content",
+                        folder, trained.get("model"), content[0], here["model"])
+        return
+    shape = [k for k in differs if k in ("model_type", "hidden_size", "layers")]
+    described = (f"checkpoint {folder} was trained on {trained.get('model')} (revision {content[0]}"
+                 + "".join(f", {k}={trained[k]}" for k in shape) + f"), not on {here['model']} (revision "
+                 f"{content[1]}" + "".join(f", {k}={here[k]}" for k in shape) + f"): {', '.join(differs)} differ")
+    if shape:
+        raise ValueError(f"{described}; pass --model {trained.get('model')} (its adapter cannot fit this model)")
+    if not allow_mismatch:
+        raise ValueError(f"{described}; pass --model {trained.get('model')}, or --allow-base-mismatch if you know "
+                         "the two are the same model")
+    log.warning("%s; loading it anyway (--allow-base-mismatch)", described)
+
+
+def load_into_backbone(backbone, path: str, *, positions: str, instruction: str, published_lora_alpha: float,
+                       allow_base_mismatch: bool = False) -> None:
+    target = Path(path).expanduser()
     if target.is_dir():
-        load_trained(backbone, target, positions=positions, instruction=instruction)
+        load_trained(backbone, target, positions=positions, instruction=instruction,
+                     allow_base_mismatch=allow_base_mismatch)
     elif target.is_file():
         load_published(backbone, target, lora_alpha=published_lora_alpha)
     else:
         raise FileNotFoundError(f"ivt-lr checkpoint {path} does not exist")
 
 
-def load_trained(backbone, folder: Path, *, positions: str, instruction: str) -> None:
+def load_trained(backbone, folder: Path, *, positions: str, instruction: str, allow_base_mismatch: bool = False) -> None:
     """A `harness train --method ivt-lr` folder: new token rows, then the LoRA adapter merged in."""
     from harness.train.adapters import LoraSettings, add_tokens, merge_adapter
-    from harness.train.checkpoint import load_tensors, read_config
+    from harness.train.checkpoint import load_tensors
 
-    config = read_config(folder)
-    if config.get("recipe") != "ivt-lr":
-        raise ValueError(f"{folder} is a checkpoint of {config.get('recipe')!r}, not of ivt-lr")
+    config = check_checkpoint(str(folder))
+    check_base(backbone, config, folder, allow_base_mismatch)
     for name, ours, theirs in (("positions", positions, config["positions"]),
                                ("instruction", instruction, config["instruction"])):
         if ours != theirs:
             raise ValueError(f"checkpoint {folder} was trained with {name}={theirs!r} but this run uses {ours!r}; "
                              f"pass --{name} {theirs!r}")
-    add_tokens(backbone, config["new_tokens"], rows=load_tensors(folder, "new_embeddings"),
-               vocab_size=config.get("vocab_size"))
-    merge_adapter(backbone, LoraSettings.from_dict(config["lora"]), load_tensors(folder, "adapter"))
+    try:
+        add_tokens(backbone, config["new_tokens"], rows=load_tensors(folder, "new_embeddings"),
+                   vocab_size=config.get("vocab_size"))
+        merge_adapter(backbone, LoraSettings.from_dict(config["lora"]), load_tensors(folder, "adapter"))
+    except (RuntimeError, KeyError) as exc:  # shapes or names that do not fit this model
+        raise ValueError(f"checkpoint {folder} does not fit {backbone.model_id}: "
+                         f"{str(exc).splitlines()[0] if str(exc) else type(exc).__name__}; pass the base model "
+                         "it was trained from") from None
 
 
 def _rename_for(model_keys: set[str]):
@@ -146,7 +214,11 @@ def load_published(backbone, path: Path, *, lora_alpha: float) -> None:
         raise ValueError(f"{path} has no embed_tokens weight; is it an IVT-LR model.pth?")
     add_tokens(backbone, LATENT_TOKENS, vocab_size=state[embed_key].shape[0])
     mapped = map_published_state_dict(state, set(model.state_dict()), lora_alpha)
-    result = model.load_state_dict(mapped, strict=False)
+    try:
+        result = model.load_state_dict(mapped, strict=False)
+    except RuntimeError as exc:  # size mismatches: a checkpoint of another width
+        raise ValueError(f"published checkpoint {path} does not fit {backbone.model_id}: "
+                         f"{' '.join(str(exc).split())[:300]}; pass the base model it was trained from") from None
     if result.missing_keys or result.unexpected_keys:
         raise ValueError(f"published checkpoint does not fit {backbone.model_id}: {len(result.missing_keys)} missing "
                          f"(e.g. {result.missing_keys[:2]}), {len(result.unexpected_keys)} unexpected "

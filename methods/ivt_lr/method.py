@@ -29,6 +29,8 @@ class IVTLR(Method):
         checkpoint: str = ""  # "" = the backbone as loaded; a `harness train` folder; or a published .pth
         instruction: str = "Answer:"  # follows the benchmark's question; must match the training prompt
         published_lora_alpha: float = 16.0  # LoRA alpha of a published .pth (r is read from its shapes)
+        # Load a `harness train` checkpoint onto a base model other than the one it was trained from.
+        allow_base_mismatch: bool = False
 
     def __init__(self, **options):
         super().__init__(**options)
@@ -38,11 +40,17 @@ class IVTLR(Method):
         if o.latent_steps < 0 or o.top_k_patches < 0:
             raise ValueError("ivt-lr: --latent-steps and --top-k-patches must be >= 0")
         self._checkpoint_hash = ""
+        if o.checkpoint:
+            from .checkpoints import check_checkpoint
+
+            check_checkpoint(o.checkpoint)  # a wrong path or folder fails before the model loads
 
     def config(self) -> dict:
         from .checkpoints import checkpoint_fingerprint
 
         config = super().config()
+        if not config["allow_base_mismatch"]:
+            del config["allow_base_mismatch"]  # runs stored before the flag existed keep their key
         if self.options.checkpoint:
             if not self._checkpoint_hash:
                 self._checkpoint_hash = checkpoint_fingerprint(self.options.checkpoint)
@@ -64,7 +72,8 @@ class IVTLR(Method):
 
         load_into_backbone(backbone, self.options.checkpoint, positions=self.options.positions,
                            instruction=self.options.instruction,
-                           published_lora_alpha=self.options.published_lora_alpha)
+                           published_lora_alpha=self.options.published_lora_alpha,
+                           allow_base_mismatch=self.options.allow_base_mismatch)
 
     def prompt(self, query: Query) -> str:
         return f"{query.question}\n{self.options.instruction}" if self.options.instruction else query.question
