@@ -414,7 +414,9 @@ def main(argv: list[str] | None = None) -> int:
         from .runner import Terminated
 
         terminated = isinstance(exc, Terminated)
-        print(f"harness: {'terminated (SIGTERM)' if terminated else 'interrupted'}; what was computed is stored: "
+        kept = ("training resumes from its last saved checkpoint" if args.command == "train"
+                else "what was computed is stored")
+        print(f"harness: {'terminated (SIGTERM)' if terminated else 'interrupted'}; {kept}: "
               "re-run the same command to resume", file=sys.stderr)
         return 143 if terminated else 130
     except BrokenPipeError:  # `harness runs | head`: the reader left; not an error

@@ -16,7 +16,6 @@ Heavy imports stay inside the handlers (``harness --help`` stays instant).
 """
 from __future__ import annotations
 
-import ast
 import hashlib
 import os
 import random
@@ -67,34 +66,43 @@ def official_md5(vlmeval_class: str, vlmeval_name: str) -> tuple[str | None, str
 
 
 def check_vlmeval_tsv(bench, path: Path) -> dict:
-    """Load ``path`` as the benchmark would and decode every image; a DataError names the first problem."""
-    from harness.api import BadImage, DataError, decode_image
+    """Load ``path`` as the benchmark would and decode every image; a DataError names the first problem.
 
-    from harness.benchmarks.vlmeval_common import read_table
+    The cells VLMEvalKit evaluates as Python are checked (``bench.load_table``) before anything else reads them.
+    """
+    from harness.api import BadImage, DataError, decode_image
+    from harness.benchmarks.vlmeval_common import literal
 
     bench.check_header(path)
-    table = read_table(path, bench.label)
-    bench.validate_table(table)
-    bad = []
-    decoded: dict[str, bool] = {}
+    table = bench.load_table()
+    problems = table.attrs.get("image_problems", {})
+    bad, reasons = [], []
+    decoded: dict[str, str | None] = {}
     for i, cell in enumerate(table["image"]):
-        cells = ast.literal_eval(cell) if cell.startswith("[") and cell.endswith("]") else [cell]
+        key = str(table["index"][i])
+        if key in problems:
+            bad.append((i + 2, key))
+            reasons.append(problems[key])
+            continue
+        cells = literal(cell) if cell.startswith("[") and cell.endswith("]") else [cell]  # checked by read_table
         for c in cells:
             if len(c) <= 64:
                 continue  # a reference: resolved (or marked) by read_table
             if c not in decoded:
                 try:
                     decode_image(c)
-                    decoded[c] = True
-                except BadImage:
-                    decoded[c] = False
-            if not decoded[c] or c.startswith("unresolvable image cell"):
-                bad.append((i + 2, table["index"][i]))
+                    decoded[c] = None
+                except BadImage as exc:
+                    decoded[c] = str(exc)
+            if decoded[c] is not None:
+                bad.append((i + 2, key))
+                reasons.append(decoded[c])
                 break
     if bad:
         lines = ", ".join(f"line {line} (index {index})" for line, index in bad[:5])
         raise DataError(f"{bench.label} data {path}: {len(bad)} row(s) with an image that does not decode or "
-                        f"resolve: {lines}; re-download the file (or drop those rows)")
+                        f"resolve: {lines} (first: {' '.join(reasons[0].split())[:200]}); re-download the file "
+                        "(or drop those rows)")
     return {"rows": len(table)}
 
 
@@ -252,8 +260,8 @@ def cmd_subset(args) -> int:
         raise DataError(f"harness data subset writes VLMEvalKit TSVs ({', '.join(VLMEVAL_BENCHES)}); for m3cot use "
                         "`harness run --limit N` (a seeded subset)")
     bench = BENCHMARKS.get(args.bench)(args.data, args.split)
-    table = pd.read_csv(bench.path, sep="\t")
-    bench.validate_table(table)
+    bench.load_table()  # every check the loader makes (cells VLMEvalKit would eval() included), before any use
+    table = pd.read_csv(bench.path, sep="\t")  # the cells as they are in the file: what the subset copies
     part = subset_table(bench, table, args.n, args.seed)
     # Inline images whose reference row was dropped (VLMEvalKit resolves references within the file).
     full = dict(zip(table["index"].astype(str), table["image"].astype(str)))

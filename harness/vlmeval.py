@@ -204,7 +204,6 @@ def local_dataset(tsv: str | os.PathLike, name: str):
     """
     _vlmeval()
     from vlmeval.dataset import DATASET_CLASSES
-    from vlmeval.smp import load
 
     path = Path(tsv)
     if not path.is_file():
@@ -212,13 +211,34 @@ def local_dataset(tsv: str | os.PathLike, name: str):
     owners = [cls for cls in DATASET_CLASSES if name in cls.supported_datasets()]
     if not owners:
         raise ValueError(f"VLMEvalKit has no dataset named {name!r} (vlmeval.dataset.SUPPORTED_DATASETS lists them)")
+    # VLMEvalKit evaluates some cells as Python: it sees the table only after the harness's checks.
+    table = checked_table(path, name)
     base = owners[0]
     local = type(f"Local{base.__name__}", (base,), {
         "DATASET_URL": {**getattr(base, "DATASET_URL", {}), name: ""},
         "DATASET_MD5": {**getattr(base, "DATASET_MD5", {}), name: None},
-        "load_data": lambda self, dataset: load(str(path)),
+        "load_data": lambda self, dataset: table,
     })
     return local(name)
+
+
+def guarded_benchmark(name: str):
+    """The harness benchmark class and split that own VLMEvalKit's data set ``name``, or ValueError."""
+    from harness.api import BENCHMARKS
+
+    for _, cls in BENCHMARKS.items():
+        for split, vlmeval_name in (getattr(cls, "variants", None) or {}).items():
+            if vlmeval_name == name:
+                return cls, split
+    raise ValueError(f"the harness checks the cells of {name!r} for code nowhere (VLMEvalKit evaluates some TSV "
+                     "cells as Python); it runs VLMEvalKit on the data sets of its own benchmarks only: "
+                     "see `harness list`")
+
+
+def checked_table(path: str | os.PathLike, name: str):
+    """``path`` read and checked as the harness benchmark for ``name`` reads it (nothing evaluated)."""
+    cls, split = guarded_benchmark(name)
+    return cls(str(path), split).load_table()
 
 
 # -- `python -m harness.vlmeval`: VLMEvalKit's own entry point, with harness entries registered ------
@@ -248,6 +268,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.list or not theirs:
         print("\n".join(names))
         return 0
+    _check_data_files(theirs)
     judge = judge_from_args(args.judge_url, args.judge_model, args.judge_key_env)
     import contextlib
 
@@ -263,5 +284,34 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def _check_data_files(theirs: list[str]) -> None:
+    """VLMEvalKit's run.py loads ``$LMUData/NAME.tsv`` with its own loader, which evaluates some cells:
+    check each named data set's file as the harness would first (a missing file VLMEvalKit downloads)."""
+    from harness.benchmarks.vlmeval_common import lmu_data_root
+
+    names, taking = [], False
+    for token in theirs:
+        if token.startswith("--"):
+            taking = token == "--data"
+        elif taking:
+            names.append(token)
+    for name in names:
+        guarded_benchmark(name)
+        path = lmu_data_root() / f"{name}.tsv"
+        if path.is_file():
+            checked_table(path, name)
+
+
+def _entry() -> int:
+    from harness.api import DataError
+
+    try:
+        return main()
+    except (DataError, ValueError, FileNotFoundError) as exc:
+        print(f"harness.vlmeval: error: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}",
+              file=sys.stderr)
+        return 2
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(_entry())

@@ -283,3 +283,38 @@ def test_missing_default_file_says_where_and_how(lmu):
     assert "harness data prepare --bench mmbench" in message
     with pytest.raises(DataError, match="choose one of val, test"):
         BENCHMARKS.get("scienceqa")(split="train")
+
+
+def test_image_cells_naming_files_say_the_file_is_missing(lmu, files, tmp_path, caplog):
+    """An image cell holding a path (short or long) fails its sample with a message that says the file is
+    missing and what an image cell holds, not a base64 decoding error about a placeholder."""
+    path = tmp_path / "paths.tsv"
+    table = pd.read_csv(files["scienceqa"], sep="\t")
+    table.loc[3, "image"] = "images/3.png"
+    table.loc[4, "image"] = "/data/benchmarks/scienceqa/images/validation/split-0/question-0004/image.png"
+    table.loc[5, "image"] = "not an image, not base64, and longer than sixty-four characters in all, surely"
+    table.to_csv(path, sep="\t", index=False)
+    with caplog.at_level(logging.WARNING):
+        bench = BENCHMARKS.get("scienceqa")(str(path))
+        assert len(bench) == len(table)
+    assert "3 row(s) with an unresolvable image cell (index 3, 4, 5)" in caplog.text
+    for position, expected in ((3, "image file images/3.png does not exist"),
+                               (4, "image file /data/benchmarks/scienceqa/images/validation/split-0/"),
+                               (5, "column image holds 'not an image")):
+        with pytest.raises(BadImage) as err:
+            bench.sample(position).images()
+        message = str(err.value)
+        assert expected in message and f"line {position + 2} (index {position})" in message
+        assert "base64 image data or the index of another row" in message and str(path) in message
+    assert bench.sample(6).images()[0].width >= 64
+    samples = list(bench.samples())
+    assert bench.score(samples, [s.gold for s in samples])["overall"]["total"] == len(table)
+
+
+def test_a_header_only_tsv_is_a_one_line_data_error(lmu, files, tmp_path):
+    path = tmp_path / "empty.tsv"
+    path.write_text(files["pope"].read_text().splitlines()[0] + "\n")
+    with pytest.raises(DataError) as err:
+        len(BENCHMARKS.get("pope")(str(path)))
+    assert one_line(err) == (f"POPE data {path} has a header but no rows; expected VLMEvalKit's POPE TSV with one "
+                             "row per question (re-download it, or pass the full file)")

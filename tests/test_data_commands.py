@@ -110,3 +110,38 @@ def test_subset_keeps_mmvp_pairs_and_pope_categories(files, lmu, capsys):
     capsys.readouterr()
     assert main(["data", "subset", "--bench", "m3cot", "--n", "6"]) == 2
     assert "--limit" in err_line(capsys)
+
+
+def test_prepare_and_subset_refuse_cells_vlmeval_would_eval(lmu, tmp_path, capsys):
+    """A cell VLMEvalKit eval()s (here MathVista's skills, and a [...] image cell) is refused in one line
+    naming file, row and column, before anything evaluates it; nothing is placed or written."""
+    written = write_all(tmp_path / "fx", n=8, seed=0, benches=["mathvista", "pope"])
+    pwned = tmp_path / "pwned"
+    path = tmp_path / "MathVista_MINI.tsv"
+    table = pd.read_csv(written["mathvista"], sep="\t")
+    table.loc[2, "skills"] = f"['a'] + [__import__('pathlib').Path({str(pwned)!r}).touch()]"
+    table.to_csv(path, sep="\t", index=False)
+    assert main(["data", "prepare", "--bench", "mathvista", "--from", str(path), "--force"]) == 2
+    message = err_line(capsys)
+    assert str(path) in message and "line 4 (index 2), column skills" in message
+    assert main(["data", "subset", "--bench", "mathvista", "--n", "2", "--data", str(path)]) == 2
+    assert "column skills" in err_line(capsys)
+    path = tmp_path / "POPE.tsv"
+    table = pd.read_csv(written["pope"], sep="\t")
+    table.loc[1, "image"] = f"[__import__('os').system('touch {pwned}')]"
+    table.to_csv(path, sep="\t", index=False)
+    assert main(["data", "prepare", "--bench", "pope", "--from", str(path), "--force"]) == 2
+    assert "line 3 (index 1)" in err_line(capsys)  # that row's image does not resolve: nothing is placed
+    assert not pwned.exists() and not list(lmu.iterdir())
+
+
+def test_prepare_says_an_image_file_path_is_missing(lmu, tmp_path, capsys):
+    written = write_all(tmp_path / "fx", n=8, seed=0, benches=["pope"])
+    path = tmp_path / "POPE.tsv"
+    table = pd.read_csv(written["pope"], sep="\t")
+    table.loc[2, "image"] = "images/2.jpg"
+    table.to_csv(path, sep="\t", index=False)
+    assert main(["data", "prepare", "--bench", "pope", "--from", str(path), "--force"]) == 2
+    message = err_line(capsys)
+    assert "line 4 (index 2)" in message and "image file images/2.jpg does not exist" in message
+    assert "base64" in message

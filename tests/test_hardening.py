@@ -227,3 +227,68 @@ def test_sigterm_marks_the_run_interrupted_and_exits_143(world, tmp_path):
     (run,) = Store(str(db_file), read_only=True).runs()
     assert run["status"] == "interrupted" and "SIGTERM" in run["error"]
     assert run["n_samples"] >= 2
+
+
+def test_text_that_is_neither_a_file_nor_base64_says_so():
+    from harness.api import BadImage, decode_image
+
+    with pytest.raises(BadImage, match="neither an existing image file nor base64"):
+        decode_image("not an image at all")
+
+
+def test_importing_vlmeval_logs_no_dotenv_error(caplog):
+    import logging
+
+    from harness.benchmarks.vlmeval_common import import_vlmeval
+
+    code = ("import logging, sys\nlogging.basicConfig(stream=sys.stderr)\n"
+            "from harness.benchmarks.vlmeval_common import import_vlmeval\nimport_vlmeval()\n")
+    err = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120).stderr
+    assert ".env" not in err, err
+    with caplog.at_level(logging.ERROR):
+        import_vlmeval()
+        logging.getLogger().error("Did not detect the .env file: a later message of ours still shows")
+    assert any("later message" in r.getMessage() for r in caplog.records), "the filter was left on the root logger"
+
+
+# -- VLMEvalKit's own entry points see only checked tables ---------------------------------------------
+def _hostile_mathvista(tmp_path, out, payload):
+    """The MathVista fixture with ``payload`` in the first row's skills cell."""
+    import pandas as pd
+
+    from harness.fixtures import write_all
+
+    table = pd.read_csv(write_all(tmp_path / "fx", n=4, benches=["mathvista"])["mathvista"], sep="\t")
+    table["skills"] = table["skills"].astype(object)
+    table.loc[0, "skills"] = payload
+    table.to_csv(out, sep="\t", index=False)
+    return out
+
+
+def test_vlmeval_local_dataset_checks_cells_before_vlmeval_sees_them(tmp_path):
+    from harness.api import DataError
+    from harness.vlmeval import local_dataset
+
+    marker = tmp_path / "pwned"
+    hostile = _hostile_mathvista(tmp_path, tmp_path / "MathVista_MINI.tsv",
+                                 f"[__import__('pathlib').Path({str(marker)!r}).touch()]")
+    with pytest.raises(DataError, match="column skills"):
+        dataset = local_dataset(hostile, "MathVista_MINI")
+        dataset.evaluate  # noqa: B018  (never reached)
+    assert not marker.exists()
+    with pytest.raises(ValueError, match="its own benchmarks only"):
+        local_dataset(hostile, "OCRBench")
+
+
+def test_python_m_harness_vlmeval_checks_lmudata_files_first(tmp_path, tiny_model_dirs):
+    marker = tmp_path / "pwned"
+    lmu = tmp_path / "lmu"
+    lmu.mkdir()
+    _hostile_mathvista(tmp_path, lmu / "MathVista_MINI.tsv", f"__import__('pathlib').Path({str(marker)!r}).touch()")
+    env = {**os.environ, "LMUData": str(lmu)}
+    proc = subprocess.run([sys.executable, "-m", "harness.vlmeval", "--models", str(tiny_model_dirs["qwen2-vl"]),
+                           "--methods", "direct", "--", "--data", "MathVista_MINI", "--model", "x"],
+                          capture_output=True, text=True, env=env, timeout=180, cwd=tmp_path)
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert proc.stderr.strip().splitlines()[-1].startswith("harness.vlmeval: error:") and "skills" in proc.stderr
+    assert not marker.exists()

@@ -50,7 +50,11 @@ def decode_image(ref: Any, max_pixels: int | None = DEFAULT_MAX_IMAGE_PIXELS):
             # Base64 never holds a dot: this names a file, which is missing.
             raise BadImage(f"image file {ref} does not exist")
         elif isinstance(ref, str):
-            data = base64.b64decode(ref, validate=True)
+            try:
+                data = base64.b64decode(ref, validate=True)
+            except binascii.Error:
+                raise BadImage(f"image reference {ref[:40]!r} is neither an existing image file nor base64 "
+                               "image data") from None
         else:
             raise BadImage(f"unsupported image reference of type {type(ref).__name__}")
         with _pil_limit_off():

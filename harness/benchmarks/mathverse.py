@@ -17,7 +17,7 @@ Intensive, Vision Dominant, Vision Only); ``--split`` picks a single-version var
 """
 from __future__ import annotations
 
-import ast
+import json
 import os
 import re
 import string
@@ -25,18 +25,31 @@ import tempfile
 
 from harness.api import Judgement, Sample, register_benchmark
 
-from .vlmeval_common import EMPTY, VLMEvalBenchmark, bucket, frame_dict, text
+from .vlmeval_common import EMPTY, VLMEvalBenchmark, bucket, frame_dict, literal, text
 
 RULE_SCORER = "mathverse:letter-or-exact-number-rule (no judge)"
 _OPTION_LINE = re.compile(r"^\s*\(?([A-H])\)?\s*[:.：)]\s*(.*?)\s*$", re.MULTILINE)
 
 
-def parse_metadata(cell) -> dict:
+def metadata_cell(value) -> str | None:
+    """``metadata``: a dict literal that ``MathVerse_acc`` can read (it parses ``x.replace("'", '"')`` as JSON)."""
+    cell = text(value) if isinstance(value, str) else ""
     try:
-        value = ast.literal_eval(text(cell))
-    except (ValueError, SyntaxError):
-        return {}
-    return value if isinstance(value, dict) else {}
+        parsed = json.loads(cell.replace("'", '"'))
+    except ValueError:
+        parsed = None
+    if isinstance(parsed, dict) and isinstance(parse_metadata(cell, None), dict):
+        return None
+    return (f"holds {cell[:40]!r}, not a dict literal such as {{'subject': 'plane geometry', 'subfield': 'length'}} "
+            "as in MathVerse_MINI.tsv (VLMEvalKit parses this cell to score); fix that row")
+
+
+def parse_metadata(cell, default: dict | None = {}) -> dict | None:  # noqa: B006 (never mutated)
+    try:
+        value = literal(text(cell))
+    except ValueError:
+        return default
+    return value if isinstance(value, dict) else default
 
 
 def question_options(question: str) -> dict[str, str]:
@@ -94,6 +107,7 @@ class MathVerse(VLMEvalBenchmark):
     official_columns = ("index", "image", "question", "answer", "question_type", "problem_version", "metadata",
                         "query_wo", "query_cot", "question_for_eval")
     category_column = "problem_version"
+    cell_rules = {**VLMEvalBenchmark.cell_rules, "metadata": metadata_cell}
 
     def sample(self, position: int) -> Sample:
         sample = super().sample(position)

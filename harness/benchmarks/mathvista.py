@@ -28,7 +28,8 @@ from typing import Any
 
 from harness.api import DataError, Judgement, Sample, register_benchmark
 
-from .vlmeval_common import EMPTY, VLMEvalBenchmark, bucket, frame_dict, plain, text
+from .vlmeval_common import (EMPTY, VLMEvalBenchmark, bucket, frame_dict, list_of_strings_cell, literal,
+                             plain, text)
 
 RULE_SCORER = "mathvista:vlmeval-prefetch-rule (no judge)"
 
@@ -77,6 +78,11 @@ class MathVista(VLMEvalBenchmark):
     meta_columns = ("question_type", "answer_type", "answer_option", "precision", "unit", "skills", "grade",
                     "source")
 
+    # MathVista_acc eval()s every row's skills; post_check eval()s choices of multiple-choice rows.
+    cell_rules = {**VLMEvalBenchmark.cell_rules,
+                  "skills": list_of_strings_cell("['arithmetic reasoning']"),
+                  "choices": list_of_strings_cell("['3/11', '8/11']", required=False, numbers=True)}
+
     def validate_table(self, table) -> None:
         for i, row in table.iterrows():
             where = f"MathVista data {self.path}: line {i + 2} (index {row['index']})"
@@ -85,16 +91,19 @@ class MathVista(VLMEvalBenchmark):
                     raise DataError(f"{where} is multiple choice but has no answer_option (the gold letter "
                                     "VLMEvalKit compares with); fix that row")
                 try:
-                    ast.literal_eval(text(row["choices"]))
-                except (ValueError, SyntaxError):
-                    raise DataError(f"{where}: choices {text(row['choices'])[:40]!r} is not a Python list literal "
-                                    "as in MathVista_MINI.tsv; fix that row") from None
+                    options = literal(text(row["choices"]))  # a list of strings or numbers (cell_rules)
+                except ValueError:
+                    options = None
+                if not isinstance(options, list) or not options:
+                    raise DataError(f"{where}, column choices holds {text(row['choices'])[:40]!r}, but the row is "
+                                    "multiple choice: list its options as in MathVista_MINI.tsv (e.g. ['3/11', "
+                                    "'8/11']) or fix that row")
 
     def sample(self, position: int) -> Sample:
         row = self.dataset.data.iloc[position]
         image = row["image"]
         multi = row["question_type"] == "multi_choice"
-        return Sample(
+        return self.make_sample(
             uid=str(row["index"]),
             question=text(row["question"]),
             gold=text(row["answer_option"]) if multi else text(row["answer"]),

@@ -39,8 +39,8 @@ class MMVP(VLMEvalMCQBenchmark):
             if questions[i] != questions[i + 1]:
                 raise DataError(
                     f"MMVP data {self.path}: rows with index {ordered['index'][i]} and {ordered['index'][i + 1]} "
-                    "form a pair but ask different questions; MMVP's pair metric needs each pair's two rows "
-                    "adjacent in index order with the same question (fix the order or the file)")
+                    "form a pair but ask different questions (column question); MMVP's pair metric needs each pair's "
+                    "two rows adjacent in index order with the same question (fix the order or the file)")
 
     def pairs(self) -> dict[str, int]:
         """uid → pair number (rows 2i and 2i+1 of the data in index order)."""

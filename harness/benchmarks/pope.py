@@ -34,8 +34,8 @@ class POPE(VLMEvalBenchmark):
     def validate_table(self, table) -> None:
         for i, answer in enumerate(table["answer"]):
             if text(answer) not in ("Yes", "No"):
-                raise DataError(f"POPE data {self.path}: line {i + 2} (index {table['index'][i]}) has answer "
-                                f"{text(answer)!r}; POPE's answers are Yes or No (fix that row)")
+                raise DataError(f"POPE data {self.path}: line {i + 2} (index {table['index'][i]}), column answer holds "
+                                f"{text(answer)[:40]!r}; POPE's answers are Yes or No (fix that row)")
 
     def judge(self, sample: Sample, answer: str) -> Judgement:
         self.dataset  # imports vlmeval

@@ -20,13 +20,15 @@ import hashlib
 import logging
 import math
 import os
+import re
 import string
 import tempfile
 from abc import abstractmethod
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, ClassVar
 
-from harness.api import Benchmark, DataError, Judgement, Sample
+from harness.api import BadImage, Benchmark, DataError, Judgement, Sample
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +55,12 @@ def import_vlmeval():
     cpu_rng = torch.random.get_rng_state()
     cuda_rng = torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else None
     https_context = ssl._create_default_https_context
+    import logging
+
+    # Its import logs an ERROR on the root logger when no .env sits beside the package: noise to a user
+    # who never needs one (the harness passes the judge's settings itself).
+    quiet = _DropMessage("Did not detect the .env file")
+    logging.getLogger().addFilter(quiet)  # it logs through the root logger itself: logging.error(...)
     try:
         import vlmeval
         import vlmeval.dataset  # noqa: F401  (imports vlmeval.vlm and friends: the side effects)
@@ -61,12 +69,21 @@ def import_vlmeval():
             f"the VLMEvalKit benchmarks need VLMEvalKit (`pip install 'latent-cot-harness[vlmeval]'`): {exc}"
         ) from exc
     finally:
+        logging.getLogger().removeFilter(quiet)
         torch.set_grad_enabled(grad_enabled)
         torch.random.set_rng_state(cpu_rng)
         if cuda_rng is not None:
             torch.cuda.set_rng_state_all(cuda_rng)
         ssl._create_default_https_context = https_context
     return vlmeval
+
+
+class _DropMessage:
+    def __init__(self, prefix: str):
+        self.prefix = prefix
+
+    def filter(self, record) -> bool:
+        return not str(record.msg).startswith(self.prefix)
 
 
 def lmu_data_root() -> Path:
@@ -159,24 +176,124 @@ def unresolvable(cell: str, index: str) -> str:
     )
 
 
+# -- cells VLMEvalKit evaluates as Python ------------------------------------------------------------
+# VLMEvalKit 0.0.20 runs ``eval()`` on some cells of the TSV (and of its own intermediate files, which
+# copy them): ``toliststr`` on ``image`` / ``image_path`` cells in ``[...]`` (ImageBaseDataset.__init__),
+# ``istype`` on ``index`` cells (the same place), MathVista's ``skills`` (MathVista_acc) and
+# ``choices`` (post_check). Such a cell reaches VLMEvalKit only after its shape is checked here with
+# ``ast.literal_eval``, which evaluates nothing: a cell that parses as a literal evaluates, under
+# ``eval``, to that same literal and runs no code. Index cells must be integers (read_table); an image
+# cell that is not a list literal is replaced by a placeholder (its sample fails alone, saying why);
+# any other cell of a ruled column (``cell_rules``) that fails its rule is a one-line DataError naming
+# file, row, column and fix.
+def literal(cell: str) -> Any:
+    """``ast.literal_eval(cell)``; ValueError for anything that is not a Python literal."""
+    try:
+        return ast.literal_eval(cell)
+    except (ValueError, TypeError, SyntaxError, MemoryError, RecursionError):
+        raise ValueError(f"not a Python literal: {cell[:40]!r}") from None
+
+
+def _excerpt(value: Any) -> str:
+    shown = text(value)
+    return repr(shown[:40] + ("..." if len(shown) > 40 else ""))
+
+
+def list_of_strings_cell(example: str, required: bool = True, numbers: bool = False) -> Callable[[Any], str | None]:
+    """A cell rule: a Python list literal of strings (``numbers``: or numbers), as VLMEvalKit ``eval()``s it."""
+    kinds = (str, int, float) if numbers else (str,)
+
+    def rule(value: Any) -> str | None:
+        cell = text(value)
+        if cell == "" and not required:
+            return None
+        try:
+            parsed = literal(cell)
+        except ValueError:
+            parsed = None
+        if isinstance(parsed, list) and all(isinstance(x, kinds) and not isinstance(x, bool) for x in parsed):
+            return None
+        what = "strings or numbers" if numbers else "strings"
+        return (f"holds {_excerpt(value)}, not a Python list of {what} (VLMEvalKit eval()s this cell); write it "
+                f"as a list literal like {example} or drop that row")
+    return rule
+
+
+def image_path_cell(value: Any) -> str | None:
+    """``image_path``: a file name, or a list literal of them (VLMEvalKit's ``toliststr`` eval()s ``[...]``)."""
+    cell = text(value) if isinstance(value, str) else ""
+    if cell and not (cell.startswith("[") and cell.endswith("]")):
+        return None
+    if cell:
+        try:
+            parsed = literal(cell)
+        except ValueError:
+            parsed = None
+        if isinstance(parsed, list) and parsed and all(isinstance(x, str) for x in parsed):
+            return None
+    return (f"holds {_excerpt(value)}, not an image file name or a Python list literal of file names (VLMEvalKit "
+            "eval()s a cell in [...]); fix that row or drop the column (the harness reads the image column)")
+
+
+def check_cells(table, rules: dict[str, Callable[[Any], str | None]], where: Callable[[int], str]) -> None:
+    """Apply each column's rule to every cell of that column; the first failure is a one-line DataError
+    ``"{where(row position)}, column C {problem and fix}"``."""
+    for column, rule in rules.items():
+        if column not in table:
+            continue
+        for i, value in enumerate(table[column].tolist()):
+            problem = rule(value)
+            if problem:
+                raise DataError(f"{where(i)}, column {column} {problem}".replace("\n", " "))
+
+
+_BASE64 = re.compile(r"[A-Za-z0-9+/=\s]*")
+_IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".gif", ".bmp", ".webp", ".tif", ".tiff")
+_FIX = "image cells of a VLMEvalKit TSV hold base64 image data or the index of another row"
+
+
+def _image_problem(cell: str, where: str) -> str | None:
+    """Why a single (non-list) image cell cannot become an image, or None if it may (base64, a file)."""
+    if cell.startswith("[") and cell.endswith("]"):
+        return None  # a list literal, checked by read_table
+    if cell == "":
+        return f"{where}, column image is empty; {_FIX}"
+    if len(cell) <= 64 or not _BASE64.fullmatch(cell[:4096]):
+        looks_like_path = "\n" not in cell and ("/" in cell or "\\" in cell or cell.lower().endswith(_IMAGE_SUFFIXES))
+        if len(cell) < 4096 and looks_like_path:
+            if len(cell) > 64 and os.path.isfile(cell):
+                return None  # a file the harness can read (decode_image); VLMEvalKit itself would not
+            state = "does not exist" if not os.path.exists(cell) else "is a file path"
+            return f"{where}, column image: image file {cell[:200]} {state}; {_FIX} (embed the image as base64)"
+        if len(cell) <= 64:
+            return f"{where}, column image holds {cell!r}, not the index of a row that holds an image; {_FIX}"
+        return f"{where}, column image holds {_excerpt(cell)}, not base64 image data; {_FIX}"
+    return None
+
+
 def read_table(path: Path, label: str):
     """The TSV as VLMEvalKit reads it (``pd.read_csv(sep='\\t')``), made safe for its constructor.
 
     ``ImageBaseDataset.__init__`` asserts on an image cell that does not resolve (one bad row would
-    fail the whole load) and ``eval``s index cells and ``[...]`` image cells. So: the index must be
-    unique integers; ``[...]`` cells must be list literals; unresolvable cells become placeholders
-    (their samples become error rows, with one warning that counts them).
+    fail the whole load) and ``eval``s index cells and ``[...]`` image cells. So: the table has rows;
+    the index must be unique integers; ``[...]`` cells that are not list literals of base64 strings and
+    cells that resolve to nothing become placeholders (never evaluated), and every cell that cannot be an
+    image is noted: its sample becomes an error row that says why, with one warning that counts them
+    (``table.attrs["image_problems"]`` maps index → reason).
     """
     import pandas as pd
 
     try:
         table = pd.read_csv(path, sep="\t")
     except Exception as exc:  # pandas raises several types for a malformed file
-        raise DataError(f"{label} data {path} is not a readable TSV: {exc}") from None
+        raise DataError(f"{label} data {path} is not a readable TSV: {' '.join(str(exc).split())[:300]}") from None
+    if len(table) == 0:
+        raise DataError(f"{label} data {path} has a header but no rows; expected VLMEvalKit's {label} TSV with one "
+                        "row per question (re-download it, or pass the full file)")
     if not pd.api.types.is_integer_dtype(table["index"]):
         bad = next((i for i, x in enumerate(table["index"]) if not str(x).lstrip("-").isdigit()), 0)
         raise DataError(
-            f"{label} data {path}: row {bad + 2} (line of the file) has index {table['index'][bad]!r}; "
+            f"{label} data {path}: row {bad + 2} (line of the file) has index {_excerpt(table['index'][bad])}; "
             f"column index must hold integers as in VLMEvalKit's {label} TSV (fix or drop that row)"
         )
     duplicated = table["index"][table["index"].duplicated()].tolist()
@@ -186,17 +303,26 @@ def read_table(path: Path, label: str):
             f"{label} data {path}: index values repeat ({', '.join(map(str, duplicated[:5]))} at lines "
             f"{', '.join(map(str, lines))}); every row needs its own index (drop the duplicate rows)"
         )
+    table.attrs["image_problems"] = {}
     if "image" not in table:
         return table
     keys = [str(x) for x in table["index"]]
     cells = ["" if pd.isna(x) else str(x) for x in table["image"]]
+    problems: dict[str, str] = {}
     for i, cell in enumerate(cells):
         if cell.startswith("[") and cell.endswith("]"):  # several images; VLMEvalKit eval()s the cell
             try:
-                ok = all(isinstance(x, str) and len(x) > 64 for x in ast.literal_eval(cell))
-            except (ValueError, SyntaxError, TypeError):
-                ok = False
-            if not ok:
+                items = literal(cell)
+            except ValueError:
+                items = None
+            if not isinstance(items, list):
+                # Never handed to VLMEvalKit (whose toliststr would eval() it): this sample alone fails, saying why.
+                problems[keys[i]] = (f"line {i + 2} (index {keys[i]}), column image holds {_excerpt(cell)}, not a "
+                                     f"Python list literal of base64 images; {_FIX}")
+                cells[i] = unresolvable(cell, keys[i])
+            elif not all(isinstance(x, str) and len(x) > 64 for x in items):
+                problems[keys[i]] = (f"line {i + 2} (index {keys[i]}), column image holds a list whose items are not "
+                                     f"all base64 images; {_FIX}")
                 cells[i] = unresolvable(cell, keys[i])
     # Resolve short cells (row references) exactly in VLMEvalKit's order, marking what it would reject.
     image_map = dict(zip(keys, cells))
@@ -207,13 +333,25 @@ def read_table(path: Path, label: str):
                 image_map[key] = image_map[cell]
             else:
                 bad.append(key)
+    bad_set = set(bad)
+    for i, (key, cell) in enumerate(zip(keys, cells)):
+        if key in problems:
+            continue
+        where = f"line {i + 2} (index {key})"
+        if key not in bad_set and len(cell) <= 64:  # a reference, resolved
+            where += f" (its image cell refers to index {cell})"
+        problem = _image_problem(image_map[key] if key not in bad_set else cell, where)
+        if problem:
+            problems[key] = problem
     if bad:
-        bad_set = set(bad)
         table["image"] = [unresolvable(c, k) if k in bad_set else c for k, c in zip(keys, cells)]
-        log.warning("%s data %s: %d row(s) with an unresolvable image cell (index %s); they score as errors",
-                    label, path, len(bad), ", ".join(bad[:10]))
     else:
         table["image"] = cells
+    if problems:
+        first = next(iter(problems.values()))
+        log.warning("%s data %s: %d row(s) with an unresolvable image cell (index %s); they score as errors (%s)",
+                    label, path, len(problems), ", ".join(list(problems)[:10]), first)
+    table.attrs["image_problems"] = problems
     return table
 
 
@@ -255,6 +393,18 @@ def read_hits(pred_file: str) -> dict[int, int]:
 
     record = load(get_intermediate_file_path(pred_file, "_exact_matching_result"))
     return {int(i): int(h) for i, h in zip(record["index"], record["hit"])}
+
+
+@dataclass
+class UnreadableImageSample(Sample):
+    """A sample whose image cell is neither base64 image data nor a row reference: ``images()`` raises
+    :class:`BadImage` with the reason (the runner stores it as an error row), instead of a decoding error
+    about the placeholder the cell was replaced with."""
+
+    image_problem: str = ""
+
+    def images(self, max_pixels: int | None = None) -> list:
+        raise BadImage(self.image_problem)
 
 
 # -- the base benchmark ----------------------------------------------------------------------------
@@ -334,11 +484,28 @@ class VLMEvalBenchmark(Benchmark):
     def dataset(self):
         """The VLMEvalKit dataset object (built on first use: this is where ``import vlmeval`` happens)."""
         if self._vlmeval_dataset is None:
-            table = read_table(self.path, self.label)
-            self.validate_table(table)
+            table = self.load_table()
+            self._image_problems = dict(table.attrs.get("image_problems", {}))
             self._vlmeval_dataset = local_dataset(self.vlmeval_class, self.vlmeval_name, table)
             self._positions = {str(x): i for i, x in enumerate(self._vlmeval_dataset.data["index"])}
         return self._vlmeval_dataset
+
+    def load_table(self):
+        """The data file read and checked (:func:`read_table`, then :meth:`check_table`): what VLMEvalKit may see."""
+        table = read_table(self.path, self.label)
+        self.check_table(table)
+        return table
+
+    # Columns whose cells VLMEvalKit evaluates as Python, each with its shape rule (None: fine, else the
+    # problem and its fix); checked on every row before VLMEvalKit sees the table, and on prediction files.
+    cell_rules: ClassVar[dict[str, Callable[[Any], str | None]]] = {"image_path": image_path_cell}
+
+    def check_table(self, table, where: Callable[[int], str] | None = None) -> None:
+        """Every check of a read table: the cells VLMEvalKit evaluates, then the benchmark's own structure."""
+        index = table["index"].tolist() if "index" in table else [None] * len(table)
+        check_cells(table, self.cell_rules,
+                    where or (lambda i: f"{self.label} data {self.path}: line {i + 2} (index {index[i]})"))
+        self.validate_table(table)
 
     def validate_table(self, table) -> None:
         """Benchmark-specific checks of the whole table (raise DataError naming file, row and fix)."""
@@ -358,7 +525,7 @@ class VLMEvalBenchmark(Benchmark):
     def sample(self, position: int) -> Sample:
         row = self.dataset.data.iloc[position]
         image = row["image"]
-        return Sample(
+        return self.make_sample(
             uid=str(row["index"]),
             question=text(row["question"]),
             gold=text(row["answer"]),
@@ -368,6 +535,13 @@ class VLMEvalBenchmark(Benchmark):
             category=text(row[self.category_column]) if self.category_column in row else "",
             meta={c: plain(row[c]) for c in self.meta_columns if c in row},
         )
+
+    def make_sample(self, **fields) -> Sample:
+        """A :class:`Sample`; one whose image cell cannot be an image says why when its images are decoded."""
+        problem = getattr(self, "_image_problems", {}).get(fields["uid"])
+        if problem:
+            return UnreadableImageSample(**fields, image_problem=f"{self.label} data {self.path}: {problem}")
+        return Sample(**fields)
 
     def fingerprint(self) -> str:
         digest = hashlib.sha256()

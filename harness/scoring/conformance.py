@@ -99,7 +99,8 @@ def answers_for(bench: str, kind: str | None, table) -> list[str]:
 @contextlib.contextmanager
 def stock_dataset(bench: str, tsv: Path, lmu_root: Path, split: str | None = None) -> Iterator[object]:
     """VLMEvalKit's own dataset class for the benchmark's official name over ``tsv`` (copied to
-    ``lmu_root/NAME.tsv``, ``$LMUData`` pointed there and the class's md5 entry set to the file's)."""
+    ``lmu_root/NAME.tsv``, ``$LMUData`` pointed there and the class's md5 entry set to the file's), once
+    ``tsv`` has passed the harness's checks (the cells VLMEvalKit evaluates as Python above all)."""
     from harness.api import BENCHMARKS
     from harness.benchmarks.vlmeval_common import import_vlmeval
 
@@ -108,6 +109,9 @@ def stock_dataset(bench: str, tsv: Path, lmu_root: Path, split: str | None = Non
     from vlmeval.smp import md5
 
     cls = BENCHMARKS.get(bench)
+    # Stock VLMEvalKit eval()s some cells of the TSV it loads (image lists, index, MathVista's skills and
+    # choices): the harness's checks of the file come first, so a hostile TSV never reaches it.
+    cls(str(tsv), split).load_table()
     name = cls.variants[split or next(iter(cls.variants))]
     target = lmu_root / f"{name}.tsv"
     shutil.copyfile(tsv, target)
