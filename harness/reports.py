@@ -4,10 +4,12 @@ from __future__ import annotations
 import csv
 import json
 import os
+import sys
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import IO, Any, Iterable, Iterator
 
-from harness.store import Sample, Store
+from harness.store import STALE, Sample, Store, stale_after_s
 
 _SAMPLE_COLUMNS = ["run_id", "method", "model", "benchmark"] + [
     c.name for c in Sample.__table__.columns if c.name != "run_id"]
@@ -47,8 +49,12 @@ def format_runs(runs: list[dict[str, Any]]) -> str:
                      n, acc, _fmt(m.get("mean_generated_tokens"), ".1f"),
                      _fmt(m.get("mean_generated_tokens_correct"), ".1f"),
                      _fmt(m.get("samples_per_second")), _when(r.get("started_at"))])
-    return _table(["id", "status", "method", "model", "benchmark", "n", "acc % ± se",
-                   "gen tok", "tok correct", "samples/s", "started"], rows)
+    table = _table(["id", "status", "method", "model", "benchmark", "n", "acc % ± se",
+                    "gen tok", "tok correct", "samples/s", "started"], rows)
+    if any(r["status"] == STALE for r in runs):
+        table += (f"\n\nstale: stored as running, but its process is gone (killed, crashed, or on another host "
+                  f"with no heartbeat for {stale_after_s() / 60:g} min); re-run the same command to resume it")
+    return table
 
 
 def _lines(d: dict[str, Any], indent: int = 2) -> list[str]:
@@ -68,11 +74,14 @@ _CONFIG = ["key", "method", "method_config", "model", "model_revision", "backbon
            "benchmark", "split", "subset", "data_fingerprint", "n_planned", "seed",
            "batch_size", "dtype"]
 _ENV = ["harness_version", "git_commit", "device", "library_versions", "started_at",
-        "updated_at", "finished_at", "peak_memory_mb", "n_samples"]
+        "updated_at", "finished_at", "peak_memory_mb", "n_samples", "owner_host", "owner_pid", "heartbeat_at"]
 
 
 def format_run(run: dict[str, Any], scores: list[dict[str, Any]] | None = None) -> str:
-    out = [f"run {run['id']}  [{run['status']}]", "config:"]
+    out = [f"run {run['id']}  [{run['status']}]"]
+    if run.get("stale_reason"):
+        out.append(f"  stale: {run['stale_reason']}; re-run the same command to resume it")
+    out.append("config:")
     out += _lines({k: run.get(k) for k in _CONFIG})
     out += ["environment:"] + _lines({k: run.get(k) for k in _ENV})
     metrics = dict(run.get("metrics") or {})
@@ -104,15 +113,13 @@ def _flatten(prefix: str, d: dict[str, Any] | None) -> dict[str, Any]:
     return out
 
 
-def _run_rows(store: Store, run_ids: list[int] | None) -> list[dict[str, Any]]:
-    runs = store.runs() if run_ids is None else [store.run(i) for i in run_ids]
+def _run_rows(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return [{**{k: v for k, v in r.items() if k not in ("metrics", "official")},
              **_flatten("metrics", r.get("metrics")), **_flatten("official", r.get("official"))}
             for r in runs]
 
 
-def _sample_rows(store: Store, run_ids: list[int] | None) -> Iterator[dict[str, Any]]:
-    runs = store.runs() if run_ids is None else [store.run(i) for i in run_ids]
+def _sample_rows(store: Store, runs: list[dict[str, Any]]) -> Iterator[dict[str, Any]]:
     for r in runs:
         head = {"run_id": r["id"], "method": r["method"], "model": r["model"],
                 "benchmark": r["benchmark"]}
@@ -130,34 +137,66 @@ def _write_csv(f, rows: Iterable[dict[str, Any]], columns: list[str]) -> int:
     return n
 
 
-def export(store: Store, out_path: str | os.PathLike, *, fmt: str = "csv", what: str = "runs",
-           run_ids: list[int] | None = None) -> int:
-    """Write runs or samples as CSV or JSON lines; returns the number of rows written.
+def output_path(out: str | os.PathLike | None) -> Path | None:
+    """Where an export goes: None (standard output) for no --out or ``-``; a file otherwise. An
+    existing folder is an error (ValueError, one line) before anything is read or written."""
+    if out is None or str(out) == "-":
+        return None
+    path = Path(out)
+    if path.is_dir():
+        raise ValueError(f"--out {out} is a directory; give a file name (e.g. {path / 'export.csv'})")
+    for parent in path.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise ValueError(f"--out {out}: {parent} is a file, not a folder")
+            break
+    return path
 
-    Writes to a temporary file beside out_path and renames it, so a failure leaves no partial file.
-    """
-    if fmt not in ("csv", "jsonl") or what not in ("runs", "samples"):
-        raise ValueError(f"fmt must be csv|jsonl and what runs|samples, not {fmt!r}/{what!r}")
-    if what == "runs":
-        rows: Iterable[dict[str, Any]] = _run_rows(store, run_ids)
-        columns = list(dict.fromkeys(k for r in rows for k in r))  # union, first-seen order
-    else:
-        rows, columns = _sample_rows(store, run_ids), _SAMPLE_COLUMNS
 
-    out = Path(out_path)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
+@contextmanager
+def open_output(out: str | os.PathLike | None) -> Iterator[IO[str]]:
+    """A text stream for an export: standard output (out None or ``-``), or a temporary file beside
+    ``out`` that replaces it only when everything was written, so a failure leaves no partial file."""
+    path = output_path(out)
+    if path is None:
+        yield sys.stdout
+        sys.stdout.flush()
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
         with open(tmp, "w", newline="", encoding="utf-8") as f:
-            if fmt == "csv":
-                n = _write_csv(f, rows, columns)
-            else:
-                n = 0
-                for row in rows:
-                    f.write(json.dumps(row, ensure_ascii=False) + "\n")
-                    n += 1
-        os.replace(tmp, out)
+            yield f
+        os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
-    return n
+
+
+def export(store: Store, out_path: str | os.PathLike | None, *, fmt: str = "csv", what: str = "runs",
+           run_ids: list[int] | None = None) -> int:
+    """Write runs or samples as CSV or JSON lines; returns the number of rows written.
+
+    ``out_path`` None or ``"-"``: standard output. A file is written to a temporary name beside it and
+    renamed, so a failure leaves no partial file; an existing folder is refused (ValueError).
+    """
+    if fmt not in ("csv", "jsonl") or what not in ("runs", "samples"):
+        raise ValueError(f"fmt must be csv|jsonl and what runs|samples, not {fmt!r}/{what!r}")
+    path = output_path(out_path)  # a folder fails here, before the database is read
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    runs = store.runs() if run_ids is None else [store.run(i) for i in run_ids]  # a bad id: nothing written
+    if what == "runs":
+        rows: Iterable[dict[str, Any]] = _run_rows(runs)
+        columns = list(dict.fromkeys(k for r in rows for k in r))  # union, first-seen order
+    else:
+        rows, columns = _sample_rows(store, runs), _SAMPLE_COLUMNS
+
+    with open_output(out_path) as f:
+        if fmt == "csv":
+            return _write_csv(f, rows, columns)
+        n = 0
+        for row in rows:
+            f.write(json.dumps(row, ensure_ascii=False) + "\n")
+            n += 1
+        return n

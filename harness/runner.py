@@ -111,6 +111,9 @@ def execute(spec: RunSpec) -> RunReport:
 
     from .store import Store
 
+    from .store import check_url
+
+    check_url(spec.db)  # a bad --db fails first, before the data or the model is read
     if spec.max_image_pixels is not None and spec.max_image_pixels < 1:
         raise ValueError(f"--max-image-pixels must be positive, got {spec.max_image_pixels}")
     from .backbones import model_name

@@ -1,26 +1,63 @@
 """Results store: runs and per-sample rows in SQLite (or any SQLAlchemy URL).
 
 Kept free of torch/transformers/pandas so the CLI and the leaderboard stay fast.
+
+Runs that died: every run records the process that owns it (host, pid, the process's start time) and
+a heartbeat (``heartbeat_at``, refreshed every ``HEARTBEAT_S`` seconds by a daemon thread while the
+run is open, and by every batch written). A run whose status is ``running`` but whose owner is gone
+reads as ``stale``: on this host when its pid is not alive (or was reused by another process: the
+start time differs); on another host (or with no owner recorded: a database from before these
+columns) when its heartbeat is older than ``STALE_AFTER_S`` (5 minutes; ``$HARNESS_STALE_AFTER_S``).
+Re-running the same command takes a stale run over and resumes it.
+
+SQLite: WAL while a writer has the file open; a writing store checkpoints the WAL into the main file
+when it is closed (explicitly, when garbage-collected, or at interpreter exit) and, when it is the
+last connection, returns the file to rollback mode, so ``harness.db`` alone holds every run.
 """
 from __future__ import annotations
 
+import logging
+import math
 import os
 import random
+import re
+import socket
+import sqlite3
+import threading
 import time
+import weakref
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Callable, Iterator, TypeVar
+from typing import Any, Callable, Iterator, Mapping, TypeVar
 
 from sqlalchemy import (JSON, Boolean, DateTime, Float, ForeignKey, Index, Integer, String, Text,
-                        UniqueConstraint, and_, create_engine, delete, event, func, or_, select, update)
+                        UniqueConstraint, and_, create_engine, delete, event, func, inspect, or_, select,
+                        update)
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import ArgumentError, NoSuchModuleError, OperationalError, SQLAlchemyError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 from sqlalchemy.types import TypeDecorator
 
 DEFAULT_URL = "sqlite:///results/harness.db"
 STATUSES = ("running", "finished", "failed", "interrupted", "superseded")
+# Never stored: what a stored "running" reads as once its owner is gone (see stale_reason).
+STALE = "stale"
+HEARTBEAT_S = 30.0
+STALE_AFTER_S = 300.0
 T = TypeVar("T")
+log = logging.getLogger(__name__)
+
+
+class StoreError(ValueError):
+    """A --db that cannot be used, said in one line (the CLI prints it and exits 2); nothing was written."""
+
+
+class DatabaseNotFound(StoreError, FileNotFoundError):
+    """A reading command pointed at a database file that does not exist (none is created)."""
+
+
+class RunInProgress(StoreError):
+    """The run with this key is running in a live process; resuming it would compute it twice."""
 
 
 def utcnow() -> datetime:
@@ -75,6 +112,12 @@ class Run(Base):
     official: Mapped[dict | None] = mapped_column(JSON)
     peak_memory_mb: Mapped[float | None] = mapped_column(Float)
     error: Mapped[str | None] = mapped_column(Text)
+    # The process that runs it (set by start_run, taken over on resume) and its heartbeat. Added to
+    # older databases by ALTER TABLE when a writer opens them; see stale_reason.
+    owner_host: Mapped[str | None] = mapped_column(String(255))
+    owner_pid: Mapped[int | None] = mapped_column(Integer)
+    owner_started: Mapped[float | None] = mapped_column(Float)  # the process's start time (epoch s)
+    heartbeat_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
 
 class Sample(Base):
@@ -142,10 +185,24 @@ class ReportedResult(Base):
 
 
 def _create_schema(conn) -> None:
-    """Missing tables, then missing indexes: ``create_all`` skips the indexes of a table that already
-    exists, so an index added later reaches an older database only through ``checkfirst``."""
+    """Missing tables, missing columns, then missing indexes: ``create_all`` skips the columns and
+    indexes of a table that already exists, so a column added later reaches an older database by
+    ``ALTER TABLE ... ADD COLUMN`` (nullable, no default: old rows read NULL) and an index through
+    ``checkfirst``."""
     Base.metadata.create_all(conn)
+    insp = inspect(conn)
+    prep = conn.dialect.identifier_preparer
     for table in Base.metadata.sorted_tables:
+        have = {c["name"] for c in insp.get_columns(table.name)}
+        for col in table.columns:
+            if col.name in have:
+                continue
+            if not col.nullable:
+                raise StoreError(f"table {table.name} lacks the required column {col.name}; "
+                                 "this database was written by an incompatible harness version")
+            if_not = "IF NOT EXISTS " if conn.dialect.name == "postgresql" else ""  # concurrent writers
+            conn.exec_driver_sql(f"ALTER TABLE {prep.format_table(table)} ADD COLUMN {if_not}"
+                                 f"{prep.format_column(col)} {col.type.compile(dialect=conn.dialect)}")
         for index in table.indexes:
             index.create(conn, checkfirst=True)
 
@@ -173,6 +230,7 @@ class TextSideMetric(Base):
 
 
 RUN_FIELDS = frozenset(c.name for c in Run.__table__.columns) - {"id"}
+OWNER_FIELDS = ("owner_host", "owner_pid", "owner_started")
 SAMPLE_FIELDS = frozenset(c.name for c in Sample.__table__.columns) - {"id", "run_id"}
 # Kept as they were when a run is resumed; everything else passed in is refreshed.
 _KEEP_ON_RESUME = frozenset({"key", "status", "started_at", "finished_at", "metrics", "official",
@@ -187,9 +245,194 @@ def _as_dict(obj: Base) -> dict[str, Any]:
     return out
 
 
+_SQLITE_HEADER = b"SQLite format 3\x00"
+# Backend names that, written before a colon without "//", mean a mistyped URL rather than a file name.
+_URL_WORDS = {"sqlite", "postgresql", "postgres", "pg", "psql", "mysql", "mariadb", "oracle", "mssql",
+              "file", "http", "https"}
+# driver → what to install (the URL's driver is SQLAlchemy's name for the DBAPI module).
+_DRIVER_PACKAGES = {"psycopg": 'pip install "psycopg[binary]"', "psycopg2": "pip install psycopg2-binary",
+                    "pg8000": "pip install pg8000", "mysqldb": "pip install mysqlclient",
+                    "pymysql": "pip install PyMySQL", "mysqlconnector": "pip install mysql-connector-python",
+                    "mariadbconnector": "pip install mariadb", "oracledb": "pip install oracledb",
+                    "cx_oracle": "pip install cx_Oracle", "pyodbc": "pip install pyodbc",
+                    "pymssql": "pip install pymssql"}
+_URL_HELP = ("a file path, sqlite:///PATH (e.g. sqlite:///results/harness.db) or "
+             "postgresql+psycopg://USER:PASSWORD@HOST/DBNAME")
+
+
+def _safe(url: str) -> str:
+    """The URL for messages: any password hidden."""
+    try:
+        u = make_url(url)
+        return url if u.password is None else u.render_as_string(hide_password=True)
+    except Exception:
+        return re.sub(r"(://[^:/@]*:)[^@/]*@", r"\1***@", url)
+
+
+def _owned_by(run: Run, owner: dict[str, Any]) -> bool:
+    return run.owner_host == owner["owner_host"] and run.owner_pid == owner["owner_pid"]
+
+
+def _in_progress(run: dict[str, Any]) -> str:
+    beat = _as_utc(run.get("heartbeat_at")) or _as_utc(run.get("updated_at"))
+    when = beat.strftime("%Y-%m-%d %H:%M:%S UTC") if beat else "unknown"
+    return (f"run {run['id']} with this configuration is already running (pid {run.get('owner_pid')} on "
+            f"{run.get('owner_host')}, last heartbeat {when}); wait for it to end or stop it, then re-run to "
+            f"resume (a run on another host counts as dead once its heartbeat is "
+            f"{stale_after_s() / 60:g} minutes old)")
+
+
+def _given(url: str | None) -> tuple[str, str]:
+    """The database asked for, and how messages name it: the --db value, $HARNESS_DB, or the default."""
+    if url and url.strip():
+        return url.strip(), "--db"
+    if (os.environ.get("HARNESS_DB") or "").strip():
+        return os.environ["HARNESS_DB"].strip(), "$HARNESS_DB"
+    return DEFAULT_URL, "the default database"
+
+
+def _label(url: str | None) -> str:
+    given, source = _given(url)
+    return f"{source} {_safe(given)}"
+
+
 def _resolve_url(url: str | None) -> str:
-    url = url or os.environ.get("HARNESS_DB") or DEFAULT_URL
-    return url if "://" in url else f"sqlite:///{url}"  # a bare path is taken as a SQLite file
+    url, source = _given(url)
+    if "://" in url:
+        return url
+    scheme = re.match(r"([A-Za-z][A-Za-z0-9+.\-]*):(.?)", url)
+    if scheme and (scheme.group(1).split("+")[0].lower() in _URL_WORDS or scheme.group(2) in ("/", "\\")) \
+            and not (os.name == "nt" and len(scheme.group(1)) == 1):
+        raise StoreError(f"{source} {url!r} is not a valid database URL (a URL needs '://'); give {_URL_HELP}")
+    return f"sqlite:///{url}"  # a bare path is taken as a SQLite file
+
+
+def _sqlite_file(u) -> Path | None:
+    """The file a SQLite URL names; None for in-memory databases and ``file:`` URIs."""
+    db = u.database or ""
+    if db in ("", ":memory:") or db.startswith("file:") or u.query.get("mode") == "memory":
+        return None
+    return Path(db)
+
+
+def _sqlite_tables(path: Path) -> set[str]:
+    """Table names of an existing SQLite file, read without writing anything: ``immutable`` when the
+    file is in WAL mode with no -wal beside it (a read-only open would create -wal and -shm there and
+    leave them), a plain read-only open otherwise (it then sees what a -wal holds)."""
+    with path.open("rb") as fh:
+        header = fh.read(100)
+    wal_mode = len(header) >= 20 and header[18] == 2
+    mode = "immutable=1" if wal_mode and not Path(f"{path}-wal").exists() else "mode=ro"
+    uri = f"file:{_uri_path(path)}?{mode}"
+    con = sqlite3.connect(uri, uri=True, timeout=5)
+    try:
+        return {r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    finally:
+        con.close()
+
+
+def _uri_path(path: Path) -> str:
+    from urllib.parse import quote
+
+    return quote(str(path.resolve()), safe="/")
+
+
+def check_url(url: str | None = None, *, write: bool = True) -> str:
+    """Check a --db value before anything heavy runs, writing nothing; returns the resolved URL.
+
+    Raises :class:`StoreError` (a ``ValueError``: one line, exit code 2) for a malformed URL, an unknown
+    backend, a driver that is not installed (naming the package), and for SQLite: a path that is a
+    folder, a file that is not SQLite, a read-only file or folder when writing, an SQLite file with
+    other tables but none of ours; and, reading, a file without a runs table ("not a harness results
+    database"); :class:`DatabaseNotFound` (also a ``FileNotFoundError``) when reading a file that does
+    not exist. ``Store(url)`` calls it first; a server database is only reached when the store opens.
+    """
+    resolved = _resolve_url(url)
+    shown = _label(url)
+    try:
+        u = make_url(resolved)
+    except (ArgumentError, ValueError) as exc:
+        raise StoreError(f"{shown} is not a valid database URL ({str(exc).splitlines()[0]}); "
+                         f"give {_URL_HELP}") from None
+    try:
+        dialect = u.get_dialect()
+    except NoSuchModuleError:
+        backend, _, driver = u.drivername.partition("+")
+        hint = " (PostgreSQL is postgresql://, not postgres://)" if backend == "postgres" else ""
+        what = f"driver {driver!r} for {backend}" if driver else f"database kind {backend!r}"
+        raise StoreError(f"{shown}: unknown {what}{hint}; give {_URL_HELP}") from None
+    if getattr(dialect, "is_async", False):
+        raise StoreError(f"{shown}: {dialect.driver} is an asyncio driver; use a regular one, "
+                         f"e.g. postgresql+psycopg://")
+    try:
+        dialect.import_dbapi()
+    except ImportError as exc:
+        backend = u.get_backend_name()
+        install = _DRIVER_PACKAGES.get(dialect.driver, f"pip install {dialect.driver}")
+        extra = ""
+        if backend == "postgresql":
+            extra = ("; the URL form is postgresql+psycopg://USER:PASSWORD@HOST/DBNAME "
+                     "(or pip install psycopg2-binary and postgresql+psycopg2://...)")
+        raise StoreError(f"{shown}: the {backend} driver {dialect.driver} is not installed "
+                         f"({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}); "
+                         f"{install}{extra}") from None
+    if u.get_backend_name() == "sqlite":
+        path = _sqlite_file(u)
+        if path is not None:
+            _check_sqlite_file(path, shown, write)
+    return resolved
+
+
+def _check_sqlite_file(path: Path, shown: str, write: bool) -> None:
+    if path.is_dir():
+        raise StoreError(f"{shown}: {path} is a folder, not a database file; name a file in it, "
+                         f"e.g. {path / 'harness.db'}")
+    if path.exists():
+        if not path.is_file():
+            raise StoreError(f"{shown}: {path} is not a regular file")
+        if not os.access(path, os.R_OK):
+            raise StoreError(f"{shown}: {path} cannot be read (permission denied)")
+        size = path.stat().st_size
+        if size:
+            with path.open("rb") as fh:
+                if fh.read(16) != _SQLITE_HEADER:
+                    raise StoreError(f"{shown}: {path} is not an SQLite database (its first bytes are "
+                                     "not the SQLite header); point --db at a harness results database or "
+                                     "a new file name")
+        if write:
+            if not os.access(path, os.W_OK):
+                raise StoreError(f"{shown}: {path} is read-only (file permissions, an immutable file "
+                                 "or a read-only filesystem), so runs cannot be written to it; "
+                                 "pass another file or make it writable")
+            parent = path.parent
+            if not os.access(parent, os.W_OK | os.X_OK):
+                raise StoreError(f"{shown}: the folder {parent} is read-only; SQLite writes "
+                                 f"{path.name}-wal and {path.name}-shm beside the database")
+        try:
+            tables = _sqlite_tables(path) if size else set()
+        except sqlite3.DatabaseError as exc:
+            raise StoreError(f"{shown}: {path} cannot be read as an SQLite database ({exc})") from None
+        if "runs" not in tables:
+            if not write:
+                what = "an empty file" if not size else (
+                    "an SQLite database with no runs table" + (f"; its tables: {', '.join(sorted(tables)[:5])}"
+                                                               if tables else ""))
+                raise StoreError(f"{shown}: {path} is not a harness results database ({what}); "
+                                 "point --db at the file `harness run` writes")
+            if tables:
+                raise StoreError(f"{shown}: {path} is an SQLite database of something else (tables: "
+                                 f"{', '.join(sorted(tables)[:5])}) and not a harness results database; "
+                                 "nothing was written to it: pass a new file name")
+        return
+    if not write:
+        raise DatabaseNotFound(f"results database {str(path)!r} does not exist (set HARNESS_DB or pass a URL)")
+    ancestor = path.parent
+    while not ancestor.exists() and ancestor != ancestor.parent:
+        ancestor = ancestor.parent
+    if ancestor.exists() and not ancestor.is_dir():
+        raise StoreError(f"{shown}: cannot create {path}: {ancestor} is a file, not a folder")
+    if not os.access(ancestor, os.W_OK | os.X_OK):
+        raise StoreError(f"{shown}: cannot create {path}: the folder {ancestor} is read-only")
 
 
 def _is_locked(exc: OperationalError) -> bool:
@@ -197,24 +440,243 @@ def _is_locked(exc: OperationalError) -> bool:
     return "database is locked" in msg or "database is busy" in msg
 
 
+# -- owners and heartbeats ------------------------------------------------------------------------------
+_OWNER: dict[str, Any] = {}
+
+
+def current_owner() -> dict[str, Any]:
+    """This process as a run's owner: host name, pid and the process's start time (epoch seconds)."""
+    pid = os.getpid()
+    if _OWNER.get("owner_pid") != pid:  # first call, or a forked child
+        _OWNER.clear()
+        _OWNER.update(owner_host=socket.gethostname(), owner_pid=pid, owner_started=_process_start(pid))
+    return dict(_OWNER)
+
+
+def _process_start(pid: int) -> float | None:
+    try:
+        import psutil
+
+        return round(psutil.Process(pid).create_time(), 3)
+    except Exception:  # psutil missing or the process unreadable: liveness then rests on the pid
+        return None
+
+
+def _pid_state(pid: int, started: float | None) -> tuple[bool | None, str]:
+    """(alive?, why) for a pid on this host; alive is None when it cannot be told."""
+    try:
+        import psutil
+    except ImportError:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False, "is not running"
+        except PermissionError:
+            return True, ""
+        except OSError:
+            return None, ""
+        return True, ""
+    try:
+        proc = psutil.Process(pid)
+        if proc.status() == psutil.STATUS_ZOMBIE:
+            return False, "has exited"
+        if started is not None and abs(proc.create_time() - float(started)) > 1.0:
+            return False, "has exited (the pid now belongs to another process)"
+        return True, ""
+    except psutil.NoSuchProcess:
+        return False, "is not running"
+    except psutil.AccessDenied:
+        return True, ""
+    except Exception:
+        return None, ""
+
+
+def _value(x: Any) -> Any:
+    """None for missing values, whatever container they came from (dicts, pandas rows: NaN, NaT)."""
+    if x is None or (isinstance(x, float) and math.isnan(x)):
+        return None
+    try:
+        import pandas as pd  # only when the caller already has it (the leaderboard)
+
+        if x is pd.NaT or x is pd.NA:
+            return None
+    except ImportError:
+        pass
+    return x
+
+
+def _as_utc(x: Any) -> datetime | None:
+    x = _value(x)
+    if x is None:
+        return None
+    if isinstance(x, str):
+        try:
+            x = datetime.fromisoformat(x)
+        except ValueError:
+            return None
+    if not isinstance(x, datetime):
+        return None
+    return x.replace(tzinfo=timezone.utc) if x.tzinfo is None else x.astimezone(timezone.utc)
+
+
+def stale_after_s() -> float:
+    try:
+        return float(os.environ.get("HARNESS_STALE_AFTER_S") or STALE_AFTER_S)
+    except ValueError:
+        return STALE_AFTER_S
+
+
+def stale_reason(run: Mapping[str, Any], *, now: datetime | None = None) -> str | None:
+    """Why a run stored as ``running`` is dead, or None (alive, unknown, or not running).
+
+    Owner on this host: its pid is not alive, or the pid belongs to a process started at another time
+    (reused). Owner on another host, or none recorded: no heartbeat (nor batch written) for
+    ``STALE_AFTER_S`` seconds.
+    """
+    if run.get("status") != "running":
+        return None
+    host, pid, started = (_value(run.get(k)) for k in ("owner_host", "owner_pid", "owner_started"))
+    if host and pid is not None and host == current_owner()["owner_host"]:
+        alive, why = _pid_state(int(pid), None if started is None else float(started))
+        if alive is False:
+            return f"its process (pid {int(pid)} on {host}) {why}"
+        if alive:
+            return None
+    beats = [t for t in (_as_utc(run.get("heartbeat_at")), _as_utc(run.get("updated_at"))) if t is not None]
+    if not beats:
+        return None
+    age = ((now or utcnow()) - max(beats)).total_seconds()
+    limit = stale_after_s()
+    if age <= limit:
+        return None
+    who = f"pid {int(pid)} on {host}" if host and pid is not None else "its owner (not recorded)"
+    return f"no heartbeat from {who} for {age / 60:.0f} min (more than {limit / 60:g} min)"
+
+
+def with_liveness(run: dict[str, Any]) -> dict[str, Any]:
+    """The run with ``status`` "stale" (and ``stale_reason``) when it is running but its owner is gone."""
+    why = stale_reason(run)
+    run["stale_reason"] = why
+    if why:
+        run["status"] = STALE
+    return run
+
+
+class _Heartbeat(threading.Thread):
+    """Refreshes one run's ``heartbeat_at`` every ``interval`` seconds with its own short write, while
+    the run is running and still ours; a failed write is logged and retried at the next tick."""
+
+    def __init__(self, engine, run_id: int, owner: dict[str, Any], interval: float):
+        super().__init__(name=f"harness-heartbeat-{run_id}", daemon=True)
+        self.engine, self.run_id, self.owner, self.interval = engine, run_id, owner, interval
+        self.halt = threading.Event()
+        self.beats = 0
+
+    def run(self) -> None:
+        r = Run.__table__.c
+        while not self.halt.wait(self.interval):
+            try:
+                with self.engine.begin() as conn:
+                    n = conn.execute(update(Run.__table__).where(
+                        r.id == self.run_id, r.status == "running", r.owner_pid == self.owner["owner_pid"],
+                        r.owner_host == self.owner["owner_host"]).values(heartbeat_at=utcnow())).rowcount
+            except Exception as exc:  # never the run's problem: the next tick tries again
+                log.debug("heartbeat of run %d not written: %s", self.run_id, exc)
+                continue
+            if not n:  # finished, or taken over by another process
+                return
+            self.beats += 1
+
+    def stop(self, timeout: float = 5.0) -> None:
+        self.halt.set()
+        if self.is_alive() and self is not threading.current_thread():
+            self.join(timeout)
+
+
+class _Resources:
+    """What a Store holds open, closed once: by ``close()``, when the store is garbage-collected, or
+    at interpreter exit (``weakref.finalize``), so a command that never calls ``close()`` still
+    checkpoints its WAL."""
+
+    def __init__(self, engine, *, checkpoint: bool):
+        self.engine = engine
+        self.checkpoint = checkpoint
+        self.pid = os.getpid()
+        self.heartbeats: dict[int, _Heartbeat] = {}
+        self.lock = threading.Lock()
+
+    def stop_heartbeat(self, run_id: int) -> None:
+        with self.lock:
+            beat = self.heartbeats.pop(run_id, None)
+        if beat is not None:
+            beat.stop()
+
+    def close(self) -> None:
+        with self.lock:
+            beats, self.heartbeats = list(self.heartbeats.values()), {}
+        if os.getpid() != self.pid:  # a forked child: the connections are the parent's, leave them be
+            self.engine.dispose(close=False)
+            return
+        for beat in beats:
+            beat.stop(timeout=2.0)
+        if self.checkpoint:
+            _checkpoint(self.engine)
+        self.engine.dispose()
+
+
+def _checkpoint(engine) -> None:
+    """Copy the WAL into the database file and empty it; then, if no other connection has the file
+    open, leave WAL mode so the file is self-contained and readers create no -wal/-shm beside it.
+    Best effort, with a short busy timeout: another process using the file keeps its WAL going."""
+    engine.dispose()  # our idle pooled connections would count as "others" below
+    try:
+        raw = engine.raw_connection()
+    except Exception:
+        return
+    try:
+        cur = raw.cursor()
+        cur.execute("PRAGMA busy_timeout=1000")
+        busy, _, _ = cur.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+        if not busy:
+            cur.execute("PRAGMA busy_timeout=50")
+            cur.execute("PRAGMA journal_mode=DELETE")  # refused while another connection has it open
+        cur.close()
+    except Exception as exc:
+        log.debug("WAL checkpoint skipped: %s", exc)
+    finally:
+        try:
+            raw.close()
+        except Exception:
+            pass
+
 class Store:
     """Runs and samples; every write is one short transaction."""
 
-    def __init__(self, url: str | None = None, *, read_only: bool = False):
-        self.url = _resolve_url(url)
+    def __init__(self, url: str | None = None, *, read_only: bool = False,
+                 heartbeat_s: float | None = None):
+        # Everything about the URL is checked before anything is created (StoreError: one line).
+        self.url = check_url(url, write=not read_only)
+        self._label = _label(url)
         self.read_only = read_only
+        self.heartbeat_s = HEARTBEAT_S if heartbeat_s is None else float(heartbeat_s)
         u = make_url(self.url)
         self._sqlite = u.get_backend_name() == "sqlite"
-        db = u.database or ""
-        is_file = self._sqlite and db not in ("", ":memory:") and not db.startswith("file:")
+        path = _sqlite_file(u) if self._sqlite else None
+        self._memory = self._sqlite and path is None and not (u.database or "").startswith("file:")
+        created: list[Path] = []
 
-        if is_file and read_only:
-            if not Path(db).is_file():
-                raise FileNotFoundError(f"results database {db!r} does not exist "
-                                        f"(set HARNESS_DB or pass a URL)")
-            u = u.set(database=f"file:{Path(db).resolve()}", query={"mode": "ro", "uri": "true"})
-        elif is_file:
-            Path(db).parent.mkdir(parents=True, exist_ok=True)
+        if path is not None and read_only:
+            u = u.set(database=f"file:{_uri_path(path)}", query={"mode": "ro", "uri": "true"})
+        elif path is not None:
+            missing = [d for d in [path.parent, *path.parent.parents] if not d.exists()]
+            existed = path.exists()
+            try:
+                path.parent.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise StoreError(f"{self._label}: cannot create the folder {path.parent} "
+                                 f"({exc.strerror or exc})") from None
+            created = ([] if existed else [path, Path(f"{path}-wal"), Path(f"{path}-shm"),
+                                           Path(f"{path}-journal")]) + missing
 
         self.engine = create_engine(u)
         if self._sqlite:
@@ -222,8 +684,46 @@ class Store:
         # Writes go through this engine: on SQLite they take the write lock up front
         # (BEGIN IMMEDIATE), so the busy timeout applies instead of a failed lock upgrade.
         self._wengine = self.engine.execution_options(harness_write=True)
-        if not read_only:
-            self._write(lambda s: _create_schema(s.connection()))
+        self._res = _Resources(self.engine, checkpoint=self._sqlite and not read_only and not self._memory)
+        try:
+            if not read_only:
+                self._write(lambda s: _create_schema(s.connection()))
+            self.run_columns = self._columns()
+        except Exception as exc:
+            self.engine.dispose()
+            for leftover in created:  # nothing stays behind from a store that could not open
+                try:
+                    leftover.rmdir() if leftover.is_dir() else leftover.unlink(missing_ok=True)
+                except OSError:
+                    pass
+            if isinstance(exc, StoreError):
+                raise
+            if isinstance(exc, SQLAlchemyError):
+                raise self._open_error(exc) from None
+            raise
+        # Closed by close(), at garbage collection or at exit, whichever comes first.
+        self._finalizer = weakref.finalize(self, _Resources.close, self._res)
+
+    def _open_error(self, exc: SQLAlchemyError) -> StoreError:
+        msg = str(getattr(exc, "orig", None) or exc).strip().splitlines()
+        first = msg[0] if msg else type(exc).__name__
+        if "readonly" in first.lower() or "read-only" in first.lower():
+            return StoreError(f"{self._label} is read-only ({first}): runs cannot be written "
+                              "to it; pass another file or make it writable")
+        if "no such table" in first.lower():
+            return StoreError(f"{self._label} is not a harness results database ({first})")
+        return StoreError(f"{self._label}: cannot open the database ({first})")
+
+    def _columns(self) -> frozenset[str]:
+        """The runs table's columns as stored: a database from before a column was added, opened
+        read-only, lacks it (its reads then leave it None)."""
+        if not self.read_only:
+            return frozenset(c.name for c in Run.__table__.columns)
+        insp = inspect(self.engine)
+        if not insp.has_table("runs"):
+            raise StoreError(f"{self._label} is not a harness results database (no runs table); "
+                             "point --db at the file `harness run` writes")
+        return frozenset(c["name"] for c in insp.get_columns("runs"))
 
     def _setup_sqlite(self) -> None:
         ro = self.read_only
@@ -233,7 +733,9 @@ class Store:
             dbapi_conn.isolation_level = None  # we emit BEGIN ourselves (see _on_begin)
             cur = dbapi_conn.cursor()
             cur.execute("PRAGMA busy_timeout=60000")
-            if not ro:
+            if ro:
+                cur.execute("PRAGMA query_only=ON")  # a second lock besides mode=ro
+            else:
                 cur.execute("PRAGMA journal_mode=WAL")
             cur.execute("PRAGMA synchronous=NORMAL")
             cur.execute("PRAGMA foreign_keys=ON")
@@ -245,7 +747,8 @@ class Store:
             conn.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")
 
     def close(self) -> None:
-        self.engine.dispose()
+        """Stop heartbeats, checkpoint the WAL (a writing SQLite store), release the connections."""
+        self._finalizer()
 
     def __enter__(self) -> "Store":
         return self
@@ -276,10 +779,16 @@ class Store:
 
     def start_run(self, key: str, fields: dict[str, Any],
                   fresh: bool = False) -> tuple[int, set[str], bool]:
-        """Resume the live run with this key, or create one. Returns (run_id, done_uids, resumed)."""
+        """Resume the live run with this key, or create one. Returns (run_id, done_uids, resumed).
+
+        This process becomes the run's owner (host, pid, start time) and a heartbeat thread keeps
+        ``heartbeat_at`` fresh until ``finish_run``. A run still ``running`` in another live process is
+        not taken over (:class:`RunInProgress`); one whose owner is gone (stale) is, and resumes.
+        """
         unknown = set(fields) - RUN_FIELDS
         if unknown:
             raise ValueError(f"unknown run fields: {sorted(unknown)}")
+        owner = current_owner()
 
         def tx(s: Session) -> tuple[int, set[str], bool]:
             now = utcnow()
@@ -289,19 +798,50 @@ class Store:
             else:
                 run = s.scalars(select(Run).where(*live).order_by(Run.id.desc()).limit(1)).first()
                 if run is not None:
+                    if run.status == "running" and not _owned_by(run, owner):
+                        state = _as_dict(run)
+                        if stale_reason(state) is None:
+                            raise RunInProgress(_in_progress(state))
                     for k, v in fields.items():
                         if k not in _KEEP_ON_RESUME:
                             setattr(run, k, v)
+                    for k, v in owner.items():
+                        setattr(run, k, v)
                     run.status, run.updated_at, run.finished_at, run.error = "running", now, None, None
+                    run.heartbeat_at = now
                     done = set(s.scalars(select(Sample.uid).where(Sample.run_id == run.id)))
                     return run.id, done, True
-            run = Run(**{**fields, "key": key, "status": "running",
-                         "started_at": fields.get("started_at") or now, "updated_at": now})
+            run = Run(**{**fields, **owner, "key": key, "status": "running",
+                         "started_at": fields.get("started_at") or now, "updated_at": now, "heartbeat_at": now})
             s.add(run)
             s.flush()
             return run.id, set(), False
 
-        return self._write(tx)
+        run_id, done, resumed = self._write(tx)
+        self._start_heartbeat(run_id, owner)
+        return run_id, done, resumed
+
+    def _start_heartbeat(self, run_id: int, owner: dict[str, Any]) -> None:
+        if self._memory or self.heartbeat_s <= 0:  # an in-memory database dies with the process anyway
+            return
+        self._res.stop_heartbeat(run_id)
+        beat = _Heartbeat(self._wengine, run_id, owner, self.heartbeat_s)
+        with self._res.lock:
+            self._res.heartbeats[run_id] = beat
+        beat.start()
+
+    def heartbeat(self, run_id: int) -> bool:
+        """Refresh a run's heartbeat now (the thread does it every ``heartbeat_s`` seconds); returns
+        whether the run is still running and owned by this process. Never raises on a failed write."""
+        owner = current_owner()
+        r = Run.__table__.c
+        try:
+            return bool(self._write(lambda s: s.execute(update(Run).where(
+                r.id == run_id, r.status == "running", r.owner_pid == owner["owner_pid"],
+                r.owner_host == owner["owner_host"]).values(heartbeat_at=utcnow())).rowcount, attempts=1))
+        except Exception as exc:
+            log.debug("heartbeat of run %d not written: %s", run_id, exc)
+            return False
 
     def add_samples(self, run_id: int, rows: list[dict[str, Any]]) -> None:
         """Insert rows in one transaction (all or nothing); rows whose uid is already stored are skipped."""
@@ -320,7 +860,8 @@ class Store:
                 done.add(row.get("uid"))
                 s.add(Sample(**{**row, "run_id": run_id}))
             s.flush()  # surfaces bad rows here, inside the transaction
-            s.execute(update(Run).where(Run.id == run_id).values(updated_at=utcnow()))
+            now = utcnow()
+            s.execute(update(Run).where(Run.id == run_id).values(updated_at=now, heartbeat_at=now))
 
         self._write(tx)
 
@@ -329,6 +870,7 @@ class Store:
                    error: str | None = None) -> None:
         if status not in STATUSES:
             raise ValueError(f"status must be one of {STATUSES}, not {status!r}")
+        self._res.stop_heartbeat(run_id)
         now = utcnow()
         values = dict(status=status, metrics=metrics, official=official, error=error,
                       peak_memory_mb=peak_memory_mb, updated_at=now, finished_at=now)
@@ -396,34 +938,48 @@ class Store:
         return f"no run {run_id} in {self.url}; `harness runs` lists them"
 
     def _run_query(self):
-        n = (select(Sample.run_id, func.count().label("n_samples"))
-             .group_by(Sample.run_id).subquery())
-        return select(Run, func.coalesce(n.c.n_samples, 0)).outerjoin(n, n.c.run_id == Run.id)
+        """The runs table's stored columns and each run's row count (a correlated count over the
+        (run_id) index: only the runs selected are counted)."""
+        t = Run.__table__
+        n = (select(func.count()).select_from(Sample.__table__)
+             .where(Sample.__table__.c.run_id == t.c.id).correlate(t).scalar_subquery())
+        cols = [c for c in t.columns if c.name in self.run_columns]
+        return select(*cols, n.label("n_samples"))
 
     @staticmethod
-    def _run_dict(run: Run, n_samples: int) -> dict[str, Any]:
-        return {**_as_dict(run), "n_samples": n_samples}
+    def _run_dict(row) -> dict[str, Any]:
+        m = row._mapping
+        out = {}
+        for col in Run.__table__.columns:  # every field, None where an old database lacks the column
+            v = m.get(col.name)
+            out[col.name] = v.isoformat() if isinstance(v, datetime) else v
+        out["n_samples"] = m["n_samples"] or 0
+        return with_liveness(out)
 
     def runs(self, *, method: str | None = None, benchmark: str | None = None,
              model: str | None = None, status: str | None = None, key: str | None = None,
              include_superseded: bool = False) -> list[dict[str, Any]]:
-        """Runs, newest first; each dict also carries n_samples (rows stored so far)."""
+        """Runs, newest first; each dict also carries n_samples (rows stored so far) and, for a run
+        stored as running whose owner is gone, status "stale" with ``stale_reason``."""
+        t = Run.__table__.c
         q = self._run_query()
-        for col, val in ((Run.method, method), (Run.benchmark, benchmark), (Run.model, model),
-                         (Run.status, status), (Run.key, key)):
+        stored = "running" if status == STALE else status
+        for col, val in ((t.method, method), (t.benchmark, benchmark), (t.model, model),
+                         (t.status, stored), (t.key, key)):
             if val is not None:
                 q = q.where(col == val)
         if not include_superseded and status != "superseded":
-            q = q.where(Run.status != "superseded")
-        with self._read() as s:
-            return [self._run_dict(r, n) for r, n in s.execute(q.order_by(Run.id.desc()))]
+            q = q.where(t.status != "superseded")
+        with self.engine.connect() as conn:
+            rows = [self._run_dict(r) for r in conn.execute(q.order_by(t.id.desc()))]
+        return rows if status not in ("running", STALE) else [r for r in rows if r["status"] == status]
 
     def run(self, run_id: int) -> dict[str, Any]:
-        with self._read() as s:
-            row = s.execute(self._run_query().where(Run.id == run_id)).first()
+        with self.engine.connect() as conn:
+            row = conn.execute(self._run_query().where(Run.__table__.c.id == run_id)).first()
         if row is None:
             raise KeyError(self._missing(run_id))
-        return self._run_dict(*row)
+        return self._run_dict(row)
 
     def samples(self, run_id: int) -> list[dict[str, Any]]:
         return list(self.iter_samples(run_id))

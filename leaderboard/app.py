@@ -5,17 +5,29 @@ against latency), Run (configuration, environment, per-category breakdown, a sam
 Compare (two runs: flips and paired tests), Reported (the papers' numbers and how names map).
 Every read goes through :class:`leaderboard.queries.LeaderboardDB` (read-only, parameterised); no
 control takes SQL, and nothing here writes to the database. Exports are written to a temporary
-folder for download, never beside the database.
+folder for download, never beside the database; that folder and Gradio's own cache live in one
+temporary folder of this process, removed when it exits.
 """
 from __future__ import annotations
 
+import atexit
 import json
 import os
+import re
+import shutil
+import sys
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # before gradio is imported
+# This process's temporary folder: export files and (unless GRADIO_TEMP_DIR is set) Gradio's cache,
+# which otherwise stays behind as /tmp/gradio. Gradio reads the variable when it is imported.
+TEMP_ROOT = Path(tempfile.mkdtemp(prefix="harness-leaderboard-"))
+atexit.register(shutil.rmtree, TEMP_ROOT, ignore_errors=True)
+if not os.environ.get("GRADIO_TEMP_DIR") and "gradio" not in sys.modules:
+    os.environ["GRADIO_TEMP_DIR"] = str(TEMP_ROOT / "gradio")
 
 import gradio as gr  # noqa: E402
 import pandas as pd  # noqa: E402
@@ -145,8 +157,31 @@ def plot_caption(table: pd.DataFrame, kind: str, tokens: str) -> str:
 
 
 def run_choices(db: LeaderboardDB) -> list[tuple[str, int]]:
+    """The run pickers' choices, read now (a run finished after the app started is there too)."""
     return [(f"{r.id} · {r.method} · {r.backbone} · {r.benchmark} · {r.status}", int(r.id))
             for r in db.runs_list().itertuples()]
+
+
+def run_id_of(value) -> int | None:
+    """A run picker's value as a run id: a choice's id, or what was typed ("12", "#12", "12 · cot ...")."""
+    if value is None or value == "":
+        return None
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return int(value)
+    m = re.match(r"\s*#?(\d+)", str(value))
+    if not m:
+        raise gr.Error(f"{value!r} is not a run id")
+    return int(m.group(1))
+
+
+def run_picker_updates(db: LeaderboardDB, *current) -> list[dict]:
+    """Fresh choices for the run pickers (Run; Compare A and B), keeping what each shows; an empty
+    picker gets its default (the newest run; Compare A: the one before)."""
+    runs = run_choices(db)
+    defaults = [runs[0][1] if runs else None, runs[1][1] if len(runs) > 1 else None,
+                runs[0][1] if runs else None]
+    return [gr.update(choices=runs, value=value if value not in (None, "") else default)
+            for value, default in zip(current, defaults)]
 
 
 def _jsonable(d: dict[str, Any]) -> dict[str, Any]:
@@ -191,7 +226,8 @@ def sample_page(db: LeaderboardDB, run_id, wrong_only: bool, errors_only: bool, 
 def build_app(db: LeaderboardDB, data: dict[str, str] | None = None) -> gr.Blocks:
     images = ImageSource(parse_data_args(data))
     choices = db.choices()
-    export_dir = Path(tempfile.mkdtemp(prefix="harness-leaderboard-"))
+    TEMP_ROOT.mkdir(parents=True, exist_ok=True)
+    export_dir = Path(tempfile.mkdtemp(prefix="exports-", dir=TEMP_ROOT))
 
     with gr.Blocks(title="latent-cot-harness leaderboard", analytics_enabled=False, fill_width=True) as app:
         gr.Markdown(f"# Leaderboard\nResults in `{db.url}` (read-only). Measured numbers are this harness's "
@@ -245,9 +281,14 @@ def build_app(db: LeaderboardDB, data: dict[str, str] | None = None) -> gr.Block
                                               y_title="accuracy %", height=380)
 
             # -- Run ----------------------------------------------------------------------------------
-            with gr.Tab("Run"):
+            with gr.Tab("Run") as run_tab:
                 runs = run_choices(db)
-                run_pick = gr.Dropdown(runs, value=runs[0][1] if runs else None, label="run", elem_id="run-pick")
+                with gr.Row():
+                    # Any stored run id is accepted (typed, or a run newer than these choices); the
+                    # choices are read again on page load, on opening this tab and with the button.
+                    run_pick = gr.Dropdown(runs, value=runs[0][1] if runs else None, label="run",
+                                           elem_id="run-pick", allow_custom_value=True, scale=8)
+                    refresh_runs = gr.Button("refresh runs", elem_id="refresh-runs", scale=1)
                 run_head = gr.Markdown()
                 with gr.Row():
                     run_config = gr.JSON(label="configuration")
@@ -269,10 +310,12 @@ def build_app(db: LeaderboardDB, data: dict[str, str] | None = None) -> gr.Block
                     sample_detail = gr.JSON(label="sample", elem_id="sample-detail")
 
             # -- Compare ------------------------------------------------------------------------------
-            with gr.Tab("Compare"):
+            with gr.Tab("Compare") as compare_tab:
                 with gr.Row():
-                    run_a = gr.Dropdown(runs, value=runs[1][1] if len(runs) > 1 else None, label="run A")
-                    run_b = gr.Dropdown(runs, value=runs[0][1] if runs else None, label="run B")
+                    run_a = gr.Dropdown(runs, value=runs[1][1] if len(runs) > 1 else None, label="run A",
+                                        allow_custom_value=True)
+                    run_b = gr.Dropdown(runs, value=runs[0][1] if runs else None, label="run B",
+                                        allow_custom_value=True)
                     compare_btn = gr.Button("Compare")
                 compare_md = gr.Markdown()
                 flips = gr.Dataframe(label="flips (shared samples whose correctness changed)", interactive=False)
@@ -324,18 +367,32 @@ def build_app(db: LeaderboardDB, data: dict[str, str] | None = None) -> gr.Block
             control.change(update_plots, plot_inputs, [tokens_plot, latency_plot, plot_note])
         export_btn.click(do_export, filter_inputs + [layout, export_fmt], export_file)
 
-        def show_run(run_id):
+        def existing_run(value) -> int | None:
+            run_id = run_id_of(value)
+            if run_id is not None:
+                try:
+                    db.run(run_id)
+                except KeyError:
+                    raise gr.Error(f"no run {run_id} in the database (`harness runs` lists them)")
+            return run_id
+
+        def show_run(value):
+            run_id = existing_run(value)
             if run_id is None:
                 return {}, {}, None, None, gr.update(choices=[ALL], value=ALL), "no runs yet"
             config, env, scores, cats, cat_choices, head = run_page(db, run_id)
             return config, env, scores, cats, gr.update(choices=[ALL] + cat_choices, value=ALL), head
 
-        def show_samples(run_id, wrong, errors, cat, pg):
+        def show_samples(value, wrong, errors, cat, pg):
+            run_id = existing_run(value)
             if run_id is None:
                 return None, ""
             return sample_page(db, run_id, wrong, errors, cat, pg)
 
-        def show_sample(run_id, wrong, errors, cat, pg, evt: gr.SelectData):
+        def show_sample(value, wrong, errors, cat, pg, evt: gr.SelectData):
+            run_id = existing_run(value)
+            if run_id is None:
+                return [], {}
             view, _ = sample_page(db, run_id, wrong, errors, cat, pg)
             if evt is None or evt.index is None or evt.index[0] >= len(view):
                 return [], {}
@@ -353,19 +410,40 @@ def build_app(db: LeaderboardDB, data: dict[str, str] | None = None) -> gr.Block
         sample_table.select(show_sample, sample_inputs, [sample_images, sample_detail])
 
         def do_compare(a, b):
+            a, b = existing_run(a), existing_run(b)
             if a is None or b is None:
                 raise gr.Error("choose two runs")
-            result = compare_runs(db, int(a), int(b))
+            result = compare_runs(db, a, b)
             return describe_comparison(result["summary"]), result["flips"]
 
         compare_btn.click(do_compare, [run_a, run_b], [compare_md, flips])
+
+        def refresh_pickers(*current):
+            return run_picker_updates(db, *current)
+
+        pickers = [run_pick, run_a, run_b]
+        refresh_runs.click(refresh_pickers, pickers, pickers)
+        run_tab.select(refresh_pickers, pickers, pickers)
+        compare_tab.select(refresh_pickers, pickers, pickers)
+
+        def refresh_filters():
+            c = db.choices()
+            return (gr.update(choices=[ALL] + c["backbones"]), gr.update(choices=c["methods"]),
+                    gr.update(choices=c["benchmarks"]))
+
+        app.load(refresh_pickers, pickers, pickers)
+        app.load(refresh_filters, None, [backbone, methods, benchmarks])
 
         def on_load(*values):
             *flt, lay, kind, tokens, rep, run_id = values
             t = db.table(filters_from(*flt))
             tok, lat = plot_points(t, kind, tokens, rep)
-            run_out = show_run(run_id)
-            samples_out = show_samples(run_id, False, False, ALL, 1)
+            try:
+                run_out = show_run(run_id)
+                samples_out = show_samples(run_id, False, False, ALL, 1)
+            except gr.Error:  # the run shown at startup is gone (another database file in its place)
+                run_out = show_run(None)
+                samples_out = show_samples(None, False, False, ALL, 1)
             return (styled_table(t, lay), table_summary(t, filters_from(*flt)), tok, lat,
                     plot_caption(t, kind, tokens), *run_out, *samples_out, db.reported())
 
@@ -377,10 +455,36 @@ def build_app(db: LeaderboardDB, data: dict[str, str] | None = None) -> gr.Block
 
 
 def launch(app: gr.Blocks, *, host: str = "127.0.0.1", port: int = 7860, block: bool = True):
-    """Serve on ``host`` (127.0.0.1 unless told), no share link, no analytics, no MCP or SSR node server."""
-    return app.launch(server_name=host, server_port=port, share=False, prevent_thread_lock=not block,
-                      show_error=True, quiet=not block, ssr_mode=False, mcp_server=False,
-                      footer_links=[], inbrowser=False)
+    """Serve on ``host`` (127.0.0.1 unless told), no share link, no analytics, no MCP or SSR node server.
+
+    Gradio's own banner (and its share-link hint) is not printed. ``block``: serve until Ctrl-C or
+    SIGTERM, then close; otherwise return Gradio's (app, local_url, share_url) once it answers.
+    A port taken meanwhile is a one-line ValueError (``PortInUse``), not Gradio's traceback.
+    """
+    import logging
+
+    from harness.leaderboard_commands import PortInUse
+
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # Gradio's requests to itself, one INFO line each
+    try:
+        result = app.launch(server_name=host, server_port=port, share=False, prevent_thread_lock=True,
+                            show_error=True, quiet=True, ssr_mode=False, mcp_server=False,
+                            footer_links=[], inbrowser=False)
+    except OSError as exc:
+        if "Cannot find empty port" in str(exc) or "in use" in str(exc).lower():
+            raise PortInUse(f"port {port} on {host} is already in use; pass another --port") from None
+        raise
+    if not block:
+        return result
+    print(f"leaderboard: {app.local_url}  (read-only; Ctrl-C stops it)", flush=True)
+    try:
+        while app.is_running:
+            time.sleep(0.2)
+    except KeyboardInterrupt:
+        print("leaderboard stopped", flush=True)
+    finally:
+        app.close(verbose=False)
+    return result
 
 
 def serve(url: str | None = None, *, host: str = "127.0.0.1", port: int = 7860,
@@ -389,4 +493,8 @@ def serve(url: str | None = None, *, host: str = "127.0.0.1", port: int = 7860,
     app = build_app(db, parse_data_args(data))
     if host not in ("127.0.0.1", "localhost", "::1"):
         print(f"warning: serving on {host}: anyone who can reach this address can read the results")
-    launch(app, host=host, port=port, block=True)
+    try:
+        launch(app, host=host, port=port, block=True)
+    finally:
+        db.close()
+        shutil.rmtree(TEMP_ROOT, ignore_errors=True)

@@ -115,16 +115,14 @@ def render(table: pd.DataFrame, fmt: str, *, layout: str = "long", title: str = 
         title=title, description=description or "all runs", legend=LEGEND, generated=generated, **doc)
 
 
-def write(text: str, out_path: str | os.PathLike) -> Path:
-    out = Path(out_path)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
-    try:
-        tmp.write_text(text, encoding="utf-8")
-        os.replace(tmp, out)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+def write(text: str, out_path: str | os.PathLike | None) -> Path | None:
+    """Write ``text`` to a file atomically (a temporary name beside it, then renamed), or to standard
+    output when ``out_path`` is None or ``"-"`` (then returns None). An existing folder is refused."""
+    from harness.reports import open_output, output_path
+
+    out = output_path(out_path)
+    with open_output(out) as f:
+        f.write(text)
     return out
 
 

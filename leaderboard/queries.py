@@ -19,7 +19,7 @@ from typing import Any, Iterable
 import pandas as pd
 from sqlalchemy import event, func, inspect, or_, select
 
-from harness.store import ReportedResult, Run, Sample, Score, Store
+from harness.store import ReportedResult, Run, Sample, Score, Store, with_liveness
 
 from .names import backbone_key, backbone_name, benchmark_from_paper, method_from_paper
 
@@ -278,21 +278,26 @@ class LeaderboardDB:
 
     # -- run page ----------------------------------------------------------------------------------
     def runs_list(self) -> pd.DataFrame:
-        """Finished and unfinished runs (not superseded), newest first, for the run pickers."""
+        """Finished and unfinished runs (not superseded), newest first, for the run pickers; a run
+        stored as running whose process is gone has status "stale"."""
         r = runs_t.c
-        df = self._frame(select(r.id, r.status, r.method, r.model, r.benchmark, r.started_at)
+        liveness = [r[c] for c in ("updated_at", "owner_host", "owner_pid", "owner_started", "heartbeat_at")
+                    if c in self.store.run_columns]  # a database from before these columns lacks some
+        df = self._frame(select(r.id, r.status, r.method, r.model, r.benchmark, r.started_at, *liveness)
                          .where(r.status != "superseded").order_by(r.id.desc()))
+        df["status"] = [with_liveness(rec)["status"] for rec in df.to_dict("records")]
         df["backbone"] = [backbone_name(m) for m in df["model"]]
-        return df
+        return df[["id", "status", "method", "model", "benchmark", "started_at", "backbone"]]
 
     def run(self, run_id: int) -> dict[str, Any]:
+        cols = [c for c in runs_t.columns if c.name in self.store.run_columns]
         with self.engine.connect() as conn:
-            row = conn.execute(select(runs_t).where(runs_t.c.id == int(run_id))).mappings().first()
+            row = conn.execute(select(*cols).where(runs_t.c.id == int(run_id))).mappings().first()
             scores = [] if not self.has_scores else [dict(x) for x in conn.execute(
                 select(scores_t).where(scores_t.c.run_id == int(run_id)).order_by(scores_t.c.id)).mappings()]
         if row is None:
             raise KeyError(f"no run {run_id} in {self.url}")
-        out = dict(row)
+        out = with_liveness({c.name: row.get(c.name) for c in runs_t.columns})
         out["scores"] = scores
         return out
 

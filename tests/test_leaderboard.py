@@ -396,3 +396,142 @@ def test_app_export_files_are_not_beside_the_database(tiny_db, db):
     built = lb.build_app(db)
     assert Path(built.export_dir).resolve() != Path(tiny_db["root"]).resolve()
     assert not str(Path(built.export_dir).resolve()).startswith(str(Path(tiny_db["root"]).resolve()))
+
+
+# -- the command: ports, standard output, run pickers that follow the database -------------------------
+def _small_db(path: Path, n_runs: int = 2) -> str:
+    store = Store(str(path), heartbeat_s=0)
+    for k in range(n_runs):
+        add_finished_run(store, f"k{k}")
+    store.close()
+    return str(path)
+
+
+def add_finished_run(store: Store, key: str) -> int:
+    run_id, _, _ = store.start_run(key, {"method": "direct", "model": "org/Tiny-VL", "benchmark": "m3cot"})
+    store.add_samples(run_id, [{"uid": "u1", "position": 0, "category": "sci", "prediction": "A",
+                                "extracted": "A", "gold": "A", "correct": True, "generated_tokens": 3}])
+    store.finish_run(run_id, status="finished", metrics={"n": 1, "accuracy": 100.0, "by_category": {
+        "sci": {"n": 1, "correct": 1, "accuracy": 100.0}}}, official=None)
+    store.add_score(run_id, kind="official", scorer="m3cot:official", accuracy=100.0,
+                    details={"overall": {"accuracy": 100.0, "total": 1}})
+    return run_id
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_leaderboard_on_a_port_in_use_is_one_line(tmp_path, capsys):
+    import socket
+
+    db = _small_db(tmp_path / "h.db")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        port = s.getsockname()[1]
+        assert main(["leaderboard", "--db", db, "--port", str(port)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("harness: error: "), err
+    assert f"port {port}" in err[0] and "already in use" in err[0] and "--port" in err[0]
+    assert main(["leaderboard", "--db", db, "--port", "0"]) == 2
+    assert "not a port number" in capsys.readouterr().err
+
+
+def test_leaderboard_export_to_standard_output(tmp_path, capsys):
+    db = _small_db(tmp_path / "h.db")
+    assert main(["export", "--db", db, "--what", "leaderboard", "--format", "md"]) == 0
+    out = capsys.readouterr().out
+    assert out.lstrip().startswith("#") and "| direct |" in out.replace("\\|", "|") and "wrote" not in out
+    assert main(["export", "--db", db, "--what", "leaderboard", "--out", "-"]) == 0  # csv by default
+    rows = list(csv.DictReader(capsys.readouterr().out.splitlines()))
+    assert {r["kind"] for r in rows} == {"official"} and len(rows) == 2
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["h.db"]
+
+
+def test_leaderboard_export_out_a_folder_writes_nothing(tmp_path, capsys):
+    db = _small_db(tmp_path / "h.db")
+    folder = tmp_path / "site"
+    folder.mkdir()
+    assert main(["export", "--db", db, "--format", "html", "--out", str(folder)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"harness: error: --out {folder} is a directory; give a file name (e.g. {folder / 'export.csv'})"]
+    assert list(folder.iterdir()) == []
+
+
+def test_run_pickers_follow_the_database_and_take_any_run_id(tmp_path):
+    from leaderboard import app as lb
+    from leaderboard.queries import LeaderboardDB
+
+    path = tmp_path / "h.db"
+    db_url = _small_db(path)
+    db = LeaderboardDB(db_url)
+    built = lb.build_app(db)
+    store = Store(db_url, heartbeat_s=0)
+    late = add_finished_run(store, "late")  # finished after the app was built
+    store.close()
+    pick, a, b = lb.run_picker_updates(db, 2, None, "")
+    assert late in [v for _, v in pick["choices"]] and pick["value"] == 2
+    assert a["value"] == 2 and b["value"] == late  # empty pickers get the newest runs
+    picker = next(c for c in built.blocks.values() if getattr(c, "elem_id", None) == "run-pick")
+    assert picker.preprocess(late) == late  # a value that is not among the startup choices is accepted
+    assert lb.run_id_of("12 · cot · x") == 12 and lb.run_id_of("#7") == 7 and lb.run_id_of(None) is None
+    db.close()
+
+
+SERVE_AND_ADD = """
+import json, sys, time, urllib.request
+port, db, late_key = int(sys.argv[1]), sys.argv[2], sys.argv[3]
+for _ in range(600):
+    try:
+        urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=2).read()
+        break
+    except Exception:
+        time.sleep(0.1)
+sys.path.insert(0, sys.argv[4])
+from test_leaderboard import add_finished_run
+from harness.store import Store
+store = Store(db, heartbeat_s=0)
+late = add_finished_run(store, late_key)
+store.close()
+from gradio_client import Client
+client = Client(f"http://127.0.0.1:{port}/", verbose=False)
+head = client.predict(late, api_name="/show_run")[5]
+print(json.dumps({"late": late, "head": head}))
+"""
+
+
+def test_the_served_leaderboard_opens_a_run_finished_after_it_started_and_cleans_up(tmp_path):
+    """A real server (a subprocess): no Gradio banner or share hint, a run added after startup opens, and
+    the temporary folder (Gradio's cache, exports) is gone when it stops."""
+    import os
+    import signal
+    import json
+
+    db = _small_db(tmp_path / "h.db")
+    tmp = tmp_path / "tmp"
+    tmp.mkdir()
+    port = _free_port()
+    env = {**os.environ, "TMPDIR": str(tmp)}
+    env.pop("GRADIO_TEMP_DIR", None)
+    server = subprocess.Popen([sys.executable, "-m", "harness.cli", "leaderboard", "--db", db, "--port", str(port)],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        client = subprocess.run([sys.executable, "-c", SERVE_AND_ADD, str(port), db, "late",
+                                 str(Path(__file__).parent)], capture_output=True, text=True, timeout=240)
+        assert client.returncode == 0, client.stderr[-3000:]
+        got = json.loads(client.stdout.strip().splitlines()[-1])
+        assert f"Run {got['late']}:" in got["head"] and "finished" in got["head"]
+        assert [p.name.startswith("harness-leaderboard-") for p in tmp.iterdir()] == [True]
+    finally:
+        server.send_signal(signal.SIGINT)
+        out, err = server.communicate(timeout=60)
+    assert server.returncode == 0, err[-3000:]
+    assert out.splitlines()[0] == f"leaderboard: http://127.0.0.1:{port}/  (read-only; Ctrl-C stops it)"
+    assert "share=True" not in out + err and "Running on local URL" not in out + err
+    assert "Traceback" not in err
+    assert list(tmp.iterdir()) == [], "the temporary folder is removed when the server stops"

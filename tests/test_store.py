@@ -193,3 +193,74 @@ def test_scores_are_kept_per_kind_and_replaced_per_scorer(tmp_path):
         store.add_score(run_id, kind="vibes", scorer="x", accuracy=1.0, details={})
     with pytest.raises(KeyError):
         store.add_score(run_id + 7, kind="judge", scorer="x", accuracy=1.0, details={})
+
+
+# -- exports to standard output, --out a folder ------------------------------------------------------------
+def test_export_to_standard_output(store, capsys):
+    rid, _, _ = store.start_run("k1", FIELDS)
+    store.add_samples(rid, rows(["a", "b"]))
+    store.finish_run(rid, status="finished", metrics=summarize(store.samples(rid)), official=None)
+    capsys.readouterr()
+    for out in (None, "-"):
+        assert export(store, out, fmt="csv", what="runs") == 1
+        (r,) = list(csv.DictReader(capsys.readouterr().out.splitlines()))
+        assert r["id"] == str(rid) and r["status"] == "finished"
+    assert export(store, None, fmt="jsonl", what="samples") == 2
+    assert [json.loads(x)["uid"] for x in capsys.readouterr().out.splitlines()] == ["a", "b"]
+    with pytest.raises(KeyError):  # a bad run id: nothing printed, not even a header
+        export(store, None, what="samples", run_ids=[rid, 999])
+    assert capsys.readouterr().out == ""
+
+
+def test_export_out_a_folder_is_refused_and_nothing_is_written(store, tmp_path):
+    store.start_run("k1", FIELDS)
+    folder = tmp_path / "exports"
+    folder.mkdir()
+    with pytest.raises(ValueError, match=f"--out {folder} is a directory; give a file name"):
+        export(store, folder, fmt="csv")
+    assert list(folder.iterdir()) == []
+    (tmp_path / "a-file").write_text("x")
+    with pytest.raises(ValueError, match="is a file, not a folder"):
+        export(store, tmp_path / "a-file" / "runs.csv")
+
+
+def test_export_replaces_a_file_only_when_complete(store, tmp_path, monkeypatch):
+    import harness.reports as reports
+
+    rid, _, _ = store.start_run("k1", FIELDS)
+    store.add_samples(rid, rows(["a", "b"]))
+    out = tmp_path / "s.csv"
+    out.write_text("the previous export\n")
+
+    def broken(store_, runs):
+        yield {"run_id": rid, "uid": "a"}
+        raise RuntimeError("disk on fire")
+
+    monkeypatch.setattr(reports, "_sample_rows", broken)
+    with pytest.raises(RuntimeError, match="disk on fire"):
+        export(store, out, what="samples")
+    assert out.read_text() == "the previous export\n"
+    assert sorted(p.name for p in tmp_path.iterdir() if not p.name.startswith("h.db")) == ["s.csv"], "no temp file left"
+
+
+def test_export_cli_without_out_writes_csv_to_stdout(store, capsys):
+    from harness.cli import main
+
+    rid, _, _ = store.start_run("k1", FIELDS)
+    store.add_samples(rid, rows(["a", "b"]))
+    store.finish_run(rid, status="finished", metrics=summarize(store.samples(rid)), official=None)
+    assert main(["export", "--db", store.url]) == 0
+    (r,) = list(csv.DictReader(capsys.readouterr().out.splitlines()))
+    assert r["id"] == str(rid)
+    assert main(["export", "--db", store.url, "--what", "samples", "--format", "jsonl", "--out", "-"]) == 0
+    assert len(capsys.readouterr().out.splitlines()) == 2
+
+
+def test_runs_counts_only_the_runs_it_lists(store):
+    a, _, _ = store.start_run("ka", FIELDS)
+    b, _, _ = store.start_run("kb", {**FIELDS, "method": "direct"})
+    store.add_samples(a, rows(["x", "y", "z"]))
+    store.add_samples(b, rows(["x"]))
+    assert {r["id"]: r["n_samples"] for r in store.runs()} == {a: 3, b: 1}
+    assert [r["n_samples"] for r in store.runs(method="direct")] == [1]
+    assert store.run(a)["n_samples"] == 3
