@@ -874,9 +874,16 @@ class Store:
         now = utcnow()
         values = dict(status=status, metrics=metrics, official=official, error=error,
                       peak_memory_mb=peak_memory_mb, updated_at=now, finished_at=now)
-        n = self._write(lambda s: s.execute(update(Run).where(Run.id == run_id).values(**values)).rowcount)
-        if not n:
-            raise KeyError(self._missing(run_id))
+
+        def tx(s: Session) -> None:
+            current = s.scalar(select(Run.status).where(Run.id == run_id))
+            if current is None:
+                raise KeyError(self._missing(run_id))
+            # `--fresh` elsewhere superseded this run while it ran: it stays superseded, not finished.
+            s.execute(update(Run).where(Run.id == run_id).values(
+                **{**values, "status": "superseded" if current == "superseded" else status}))
+
+        self._write(tx)
 
     def add_score(self, run_id: int, *, kind: str, scorer: str, accuracy: float | None,
                   details: dict | None) -> int:

@@ -360,3 +360,15 @@ def test_format_run_says_why_a_run_is_stale():
     run = {"id": 3, "status": "stale", "stale_reason": "its process (pid 9 on h) is not running", "metrics": None}
     assert "stale: its process (pid 9 on h) is not running" in format_run(run)
     assert "stale:" in format_runs([{**run, "method": "cot", "model": "m", "benchmark": "b"}])
+
+
+def test_a_run_superseded_while_it_ran_stays_superseded(tmp_path):
+    store = Store(str(tmp_path / "s.db"))
+    old, _, _ = store.start_run("k", FIELDS)
+    new, _, resumed = store.start_run("k", FIELDS, fresh=True)  # another command's --fresh
+    assert new != old and not resumed
+    store.finish_run(old, status="finished", metrics={"n": 4}, official={})  # the old process ends later
+    runs = {r["id"]: r for r in store.runs(include_superseded=True)}
+    assert runs[old]["status"] == "superseded" and runs[old]["metrics"] == {"n": 4}
+    assert [r["id"] for r in store.runs()] == [new]
+    store.close()
