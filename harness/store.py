@@ -23,6 +23,7 @@ import random
 import re
 import socket
 import sqlite3
+import sys
 import threading
 import time
 import weakref
@@ -454,28 +455,18 @@ def current_owner() -> dict[str, Any]:
 
 
 def _process_start(pid: int) -> float | None:
-    try:
-        import psutil
+    import psutil
 
+    try:
         return round(psutil.Process(pid).create_time(), 3)
-    except Exception:  # psutil missing or the process unreadable: liveness then rests on the pid
+    except psutil.Error:  # the process unreadable: liveness then rests on the pid
         return None
 
 
 def _pid_state(pid: int, started: float | None) -> tuple[bool | None, str]:
     """(alive?, why) for a pid on this host; alive is None when it cannot be told."""
-    try:
-        import psutil
-    except ImportError:
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return False, "is not running"
-        except PermissionError:
-            return True, ""
-        except OSError:
-            return None, ""
-        return True, ""
+    import psutil  # a dependency of the harness
+
     try:
         proc = psutil.Process(pid)
         if proc.status() == psutil.STATUS_ZOMBIE:
@@ -495,13 +486,9 @@ def _value(x: Any) -> Any:
     """None for missing values, whatever container they came from (dicts, pandas rows: NaN, NaT)."""
     if x is None or (isinstance(x, float) and math.isnan(x)):
         return None
-    try:
-        import pandas as pd  # only when the caller already has it (the leaderboard)
-
-        if x is pd.NaT or x is pd.NA:
-            return None
-    except ImportError:
-        pass
+    pd = sys.modules.get("pandas")  # only when the caller already has it (the leaderboard): never imported here
+    if pd is not None and (x is pd.NaT or x is pd.NA):
+        return None
     return x
 
 
@@ -562,6 +549,13 @@ def with_liveness(run: dict[str, Any]) -> dict[str, Any]:
     return run
 
 
+def _beat(run_id: int, owner: dict[str, Any]):
+    """The heartbeat write: touches the run only while it is running and still owned by ``owner``."""
+    r = Run.__table__.c
+    return update(Run.__table__).where(r.id == run_id, r.status == "running", r.owner_pid == owner["owner_pid"],
+                                       r.owner_host == owner["owner_host"]).values(heartbeat_at=utcnow())
+
+
 class _Heartbeat(threading.Thread):
     """Refreshes one run's ``heartbeat_at`` every ``interval`` seconds with its own short write, while
     the run is running and still ours; a failed write is logged and retried at the next tick."""
@@ -573,13 +567,10 @@ class _Heartbeat(threading.Thread):
         self.beats = 0
 
     def run(self) -> None:
-        r = Run.__table__.c
         while not self.halt.wait(self.interval):
             try:
                 with self.engine.begin() as conn:
-                    n = conn.execute(update(Run.__table__).where(
-                        r.id == self.run_id, r.status == "running", r.owner_pid == self.owner["owner_pid"],
-                        r.owner_host == self.owner["owner_host"]).values(heartbeat_at=utcnow())).rowcount
+                    n = conn.execute(_beat(self.run_id, self.owner)).rowcount
             except Exception as exc:  # never the run's problem: the next tick tries again
                 log.debug("heartbeat of run %d not written: %s", self.run_id, exc)
                 continue
@@ -834,11 +825,8 @@ class Store:
         """Refresh a run's heartbeat now (the thread does it every ``heartbeat_s`` seconds); returns
         whether the run is still running and owned by this process. Never raises on a failed write."""
         owner = current_owner()
-        r = Run.__table__.c
         try:
-            return bool(self._write(lambda s: s.execute(update(Run).where(
-                r.id == run_id, r.status == "running", r.owner_pid == owner["owner_pid"],
-                r.owner_host == owner["owner_host"]).values(heartbeat_at=utcnow())).rowcount, attempts=1))
+            return bool(self._write(lambda s: s.execute(_beat(run_id, owner)).rowcount, attempts=1))
         except Exception as exc:
             log.debug("heartbeat of run %d not written: %s", run_id, exc)
             return False

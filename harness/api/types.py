@@ -23,7 +23,7 @@ class BadImage(ValueError):
 # image would otherwise cost gigabytes (VLMEvalKit lifts PIL's own limit process-wide).
 DEFAULT_MAX_IMAGE_PIXELS = 40_000_000  # about 6300×6300; benchmark images are far smaller
 
-_IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".gif", ".bmp", ".webp", ".tif", ".tiff")
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".gif", ".bmp", ".webp", ".tif", ".tiff")
 
 
 def decode_image(ref: Any, max_pixels: int | None = DEFAULT_MAX_IMAGE_PIXELS):
@@ -46,7 +46,7 @@ def decode_image(ref: Any, max_pixels: int | None = DEFAULT_MAX_IMAGE_PIXELS):
         elif isinstance(ref, str) and len(ref) < 4096 and os.path.exists(ref):
             with open(ref, "rb") as fh:
                 data = fh.read()
-        elif isinstance(ref, str) and len(ref) < 4096 and ref.lower().endswith(_IMAGE_SUFFIXES):
+        elif isinstance(ref, str) and len(ref) < 4096 and ref.lower().endswith(IMAGE_SUFFIXES):
             # Base64 never holds a dot: this names a file, which is missing.
             raise BadImage(f"image file {ref} does not exist")
         elif isinstance(ref, str):

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from harness.api import Benchmark, DataError, Judgement, Sample, register_benchmark
+from harness.api.types import IMAGE_SUFFIXES
 from harness.scoring.m3cot import extract_choice, score_records
 
 DATA_HELP = (
@@ -24,7 +25,6 @@ DATA_HELP = (
 )
 REQUIRED_COLUMNS = ("id", "question", "choices", "answer", "image", "domain", "topic")
 KNOWN_SPLITS = ("train", "validation", "dev", "test")
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".gif", ".bmp", ".webp", ".tif", ".tiff")
 
 
 def _check_columns(columns, where: Path | str) -> None:

@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any, Callable, ClassVar
 
 from harness.api import BadImage, Benchmark, DataError, Judgement, Sample
+from harness.api.types import IMAGE_SUFFIXES
 
 log = logging.getLogger(__name__)
 
@@ -248,7 +249,6 @@ def check_cells(table, rules: dict[str, Callable[[Any], str | None]], where: Cal
 
 
 _BASE64 = re.compile(r"[A-Za-z0-9+/=\s]*")
-_IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".gif", ".bmp", ".webp", ".tif", ".tiff")
 _FIX = "image cells of a VLMEvalKit TSV hold base64 image data or the index of another row"
 
 
@@ -259,7 +259,7 @@ def _image_problem(cell: str, where: str) -> str | None:
     if cell == "":
         return f"{where}, column image is empty; {_FIX}"
     if len(cell) <= 64 or not _BASE64.fullmatch(cell[:4096]):
-        looks_like_path = "\n" not in cell and ("/" in cell or "\\" in cell or cell.lower().endswith(_IMAGE_SUFFIXES))
+        looks_like_path = "\n" not in cell and ("/" in cell or "\\" in cell or cell.lower().endswith(IMAGE_SUFFIXES))
         if len(cell) < 4096 and looks_like_path:
             if len(cell) > 64 and os.path.isfile(cell):
                 return None  # a file the harness can read (decode_image); VLMEvalKit itself would not
@@ -434,6 +434,7 @@ class VLMEvalBenchmark(Benchmark):
         self.path = path
         self._vlmeval_dataset = None
         self._positions: dict[str, int] = {}
+        self._image_problems: dict[str, str] = {}  # index → why its image cell cannot be an image
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
@@ -538,7 +539,7 @@ class VLMEvalBenchmark(Benchmark):
 
     def make_sample(self, **fields) -> Sample:
         """A :class:`Sample`; one whose image cell cannot be an image says why when its images are decoded."""
-        problem = getattr(self, "_image_problems", {}).get(fields["uid"])
+        problem = self._image_problems.get(fields["uid"])
         if problem:
             return UnreadableImageSample(**fields, image_problem=f"{self.label} data {self.path}: {problem}")
         return Sample(**fields)
