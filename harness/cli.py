@@ -84,7 +84,7 @@ def _new_output(path: str, what: str) -> Path:
 
 # -- commands ------------------------------------------------------------------------------------
 def cmd_run(args) -> int:
-    from methods import METHODS, coerce_options
+    from .api import METHODS, coerce_options
 
     from .judge import judge_from_args
     from .runner import RunSpec, execute
@@ -120,7 +120,7 @@ def cmd_run(args) -> int:
 
 
 def cmd_list(args) -> int:
-    from methods import METHODS
+    from .api import METHODS
 
     from .api import BENCHMARKS
     from .backbones import FAMILY_NAMES

@@ -43,7 +43,7 @@ def cmd_sweep(args) -> int:
     from .cli import _key_values, _quiet_libraries
 
     _quiet_libraries()
-    from methods import METHODS, coerce_options
+    from .api import METHODS, coerce_options
 
     from .runner import RunSpec, execute
 

@@ -107,7 +107,7 @@ class Terminated(KeyboardInterrupt):
 
 
 def execute(spec: RunSpec) -> RunReport:
-    from methods import METHODS
+    from .api import METHODS
 
     from .store import Store
 

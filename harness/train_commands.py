@@ -8,11 +8,11 @@ import json
 
 
 def cmd_train(args) -> int:
-    from methods import coerce_options
+    from .api import coerce_options
 
     from .cli import _quiet_libraries
     from .train.loop import TrainConfig, train
-    from .train.recipe import TRAINERS
+    from .api import TRAINERS
 
     recipe_cls = TRAINERS.get(args.method)
     options = coerce_options(recipe_cls, args.method_flags)

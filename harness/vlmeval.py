@@ -132,7 +132,7 @@ def make_model(method: str, model: str, *, device: str = "auto", dtype: str = "a
     """
     if use_vllm:
         raise ValueError("harness methods run on transformers backbones, not vLLM: drop --use-vllm")
-    from methods import METHODS, coerce_options
+    from .api import METHODS, coerce_options
 
     method_cls = METHODS.get(method)
     as_strings = {k: v for k, v in method_options.items() if isinstance(v, str)}
@@ -171,7 +171,7 @@ def register(entries: dict[str, dict] | None = None, *, models: Iterable[str] | 
     _vlmeval()
     from vlmeval.config import supported_VLM
 
-    from methods import METHODS
+    from .api import METHODS
 
     planned: dict[str, dict] = {}
     for name, kwargs in (entries or {}).items():

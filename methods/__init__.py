@@ -1,4 +1,2 @@
-"""Reasoning methods. Each registers itself with ``@register_method``; see ``methods/base.py``."""
-from .base import METHODS, Method, coerce_options, register_method
-
-__all__ = ["METHODS", "Method", "coerce_options", "register_method"]
+"""The built-in reasoning methods. Each registers itself with ``harness.api.register_method`` and is
+declared in pyproject.toml's entry-point group ``harness.methods``, as a third-party method would be."""

@@ -11,7 +11,7 @@ import re
 
 from harness.api.types import MethodOutput, Query
 
-from .base import Method, register_method
+from harness.api import Method, register_method
 
 _ANSWER_IS = re.compile(r"answer\s+is\s*:?", re.IGNORECASE)
 

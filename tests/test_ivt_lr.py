@@ -123,7 +123,7 @@ def test_position_modes_change_the_latents(tiny_model_dirs, big_images):
 def test_method_options_and_outputs(tiny_model_dirs, big_images):
     from harness.api import Query
     from harness.backbones import load_backbone
-    from methods import METHODS
+    from harness.api import METHODS
 
     cls = METHODS.get("ivt-lr")
     with pytest.raises(ValueError, match="unknown mode"):

@@ -257,7 +257,7 @@ def test_bad_options_fail_before_the_model_loads(vector_file):
 
 
 def test_alpha_zero_is_the_direct_baseline_and_a_strong_alpha_changes_answers(backbone, vector_file, images):
-    from methods import METHODS
+    from harness.api import METHODS
 
     queries = [Query(images=images[0], question="Question: What colour?\n(A) red\n(B) blue", choices=["red", "blue"]),
                Query(images=images[1], question="Question: How many sides?", choices=[])]

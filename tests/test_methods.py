@@ -7,7 +7,7 @@ import textwrap
 import pytest
 
 from harness.api import Query, Registry
-from methods import METHODS, Method, coerce_options
+from harness.api import METHODS, Method, coerce_options
 from methods.baselines import final_answer_segment
 
 
@@ -87,7 +87,7 @@ def test_third_party_methods_plug_in_through_entry_points(tmp_path, monkeypatch)
     package.mkdir()
     (package / "__init__.py").write_text(textwrap.dedent("""
         from harness.api import MethodOutput
-        from methods import Method
+        from harness.api import Method
 
         class Echo(Method):
             description = "echoes the question"

@@ -119,7 +119,7 @@ def test_train_save_load_run_end_to_end(tiny_model_dirs, m3cot_data, tmp_path):
     from harness.cli import main
     from harness.store import Store
     from harness.train.loop import train
-    from methods import METHODS
+    from harness.api import METHODS
 
     out = tmp_path / "ckpt"
     report = train(_config(tiny_model_dirs, m3cot_data, out, max_steps=3), progress=False)
@@ -210,7 +210,7 @@ def test_published_checkpoint_maps_onto_this_model(tiny_model_dirs, tmp_path):
     gives the source model's logits."""
     from harness.backbones import load_backbone
     from harness.train.adapters import LoraSettings, add_tokens, attach_lora
-    from methods import METHODS
+    from harness.api import METHODS
 
     path = str(tiny_model_dirs["qwen2-vl"])
     source = load_backbone(path, device="cpu", dtype="float32")

@@ -161,7 +161,7 @@ def longest_option_method():
     on the fixture (a random tiny model's text never names a letter), and its answers depend on the
     choices the adapter reads back from VLMEvalKit's prompt. Unregistered after this module."""
     from harness.api import MethodOutput
-    from methods import METHODS, Method, register_method
+    from harness.api import METHODS, Method, register_method
 
     class LongestOption(Method):
         description = "test only: the letter of the longest option"

@@ -1,9 +1,20 @@
-"""The small set of interfaces every benchmark and method plugs into."""
+"""The interfaces everything plugs into, and their registries. Imports nothing above it (stdlib only).
+
+- :mod:`.types`: the message format (``Sample``, ``Query``, ``MethodOutput``) and image decoding.
+- :mod:`.registry`: name → class registries, filled from entry points.
+- :mod:`.benchmark`: ``Benchmark`` (data by position, the per-sample rule, the official score).
+- :mod:`.method`: ``Method`` (answers a batch of queries with one backbone).
+- :mod:`.recipe`: ``Recipe`` (what is method-specific about training).
+"""
 from .benchmark import BENCHMARKS, Benchmark, DataError, Judgement, NotAvailableYet, register_benchmark
-from .registry import Registry, UnknownName
+from .method import METHODS, Method, coerce_options, register_method
+from .recipe import TRAINERS, Recipe, register_trainer
+from .registry import PluginError, Registry, UnknownName
 from .types import BadImage, MethodOutput, Query, Sample, decode_image
 
 __all__ = [
     "BENCHMARKS", "Benchmark", "DataError", "Judgement", "NotAvailableYet", "register_benchmark",
-    "Registry", "UnknownName", "BadImage", "MethodOutput", "Query", "Sample", "decode_image",
+    "METHODS", "Method", "coerce_options", "register_method",
+    "TRAINERS", "Recipe", "register_trainer",
+    "PluginError", "Registry", "UnknownName", "BadImage", "MethodOutput", "Query", "Sample", "decode_image",
 ]

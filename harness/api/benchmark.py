@@ -93,7 +93,5 @@ class Benchmark(ABC):
         return {"scoring": "official", "overall": overall, "by_category": dict(sorted(by_category.items()))}
 
 
-BENCHMARKS: Registry[type[Benchmark]] = Registry(
-    "benchmark", "harness.benchmarks", builtin_modules=["harness.benchmarks"]
-)
+BENCHMARKS: Registry[type[Benchmark]] = Registry("benchmark", "harness.benchmarks")
 register_benchmark = BENCHMARKS.register

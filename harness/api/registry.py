@@ -1,15 +1,16 @@
 """A name → class registry filled by a decorator and by package entry points.
 
-Built-in entries register themselves when their module is imported; third-party packages declare an
-entry point in the registry's group (e.g. ``[project.entry-points."harness.methods"]``) pointing at a
-module or class, which is loaded the first time the registry is read. Nothing here imports torch:
+Every entry, built-in or third-party, is found the same way: an entry point in the registry's group
+(e.g. ``[project.entry-points."harness.methods"]`` in pyproject.toml) pointing at a module that
+registers on import, or at the class itself; they load the first time the registry is read. The
+framework never names a built-in method or benchmark: this package's own pyproject declares them
+exactly as a plugin would. Nothing here imports torch:
 registered modules keep heavy imports inside functions so ``harness list`` stays fast.
 """
 from __future__ import annotations
 
-import importlib
 from importlib.metadata import entry_points
-from typing import Callable, Generic, Iterable, TypeVar
+from typing import Callable, Generic, TypeVar
 
 T = TypeVar("T")
 
@@ -21,11 +22,14 @@ class UnknownName(KeyError):
         return str(self.args[0])
 
 
+class PluginError(ImportError):
+    """An entry point that names a module or object that does not import."""
+
+
 class Registry(Generic[T]):
-    def __init__(self, kind: str, group: str, builtin_modules: Iterable[str] = ()):
+    def __init__(self, kind: str, group: str):
         self.kind = kind  # "method", "benchmark", ... used in messages
-        self.group = group  # entry-point group for third-party packages
-        self._builtin_modules = tuple(builtin_modules)
+        self.group = group  # entry-point group (pyproject.toml)
         self._entries: dict[str, T] = {}
         self._loaded = False
 
@@ -49,10 +53,12 @@ class Registry(Generic[T]):
         if self._loaded:
             return
         self._loaded = True
-        for module in self._builtin_modules:
-            importlib.import_module(module)
-        for ep in entry_points(group=self.group):
-            obj = ep.load()  # a module (registers on import) or the class itself
+        for ep in sorted(entry_points(group=self.group), key=lambda ep: ep.name):
+            try:
+                obj = ep.load()  # a module (registers on import) or the class itself
+            except ImportError as exc:  # a broken plugin is named, not a traceback
+                raise PluginError(f"{self.kind} plugin {ep.name!r} ({ep.value}) does not import: {exc}; "
+                                  "reinstall or uninstall the package that declares it") from exc
             if isinstance(obj, type) and ep.name not in self._entries:
                 self.register(ep.name)(obj)
 

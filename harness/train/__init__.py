@@ -2,7 +2,7 @@
 
 - :mod:`harness.train.loop`: the whole training loop in one file (HF ``accelerate``: one CPU, one
   GPU, or ``accelerate launch`` / DeepSpeed across GPUs), its config as data (:class:`TrainConfig`).
-- :mod:`harness.train.recipe`: the ``TRAINERS`` registry; a method plugs in a :class:`Recipe`
+- :mod:`harness.api.recipe`: the ``TRAINERS`` registry; a method plugs in a :class:`Recipe`
   (what the model is, what a batch is, what the loss is, what a checkpoint holds).
 - :mod:`harness.train.adapters`: LoRA on the language model only (``peft``), new tokens whose
   embeddings start from an existing token.

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import checkpoint as ckpt
-from .recipe import TRAINERS
+from harness.api import TRAINERS
 
 log = logging.getLogger("harness")
 

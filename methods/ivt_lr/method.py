@@ -6,7 +6,7 @@ import logging
 
 from harness.api.types import MethodOutput, Query
 
-from ..base import Method, register_method
+from harness.api import Method, register_method
 from ..baselines import final_answer_segment
 
 MODES = ("cached", "reference")

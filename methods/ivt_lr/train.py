@@ -15,7 +15,7 @@ import dataclasses
 
 import torch
 
-from harness.train.recipe import Recipe, register_trainer
+from harness.api import Recipe, register_trainer
 
 from .model import LATENT_TOKENS, IVTLRModel
 

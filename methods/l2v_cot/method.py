@@ -11,7 +11,7 @@ import dataclasses
 
 from harness.api.types import MethodOutput, Query
 
-from ..base import register_method
+from harness.api import register_method
 from ..baselines import DirectAnswer, final_answer_segment
 from .inject import POSITIONS, map_layer, steering
 from .vectors import DirectionFile, file_sha256, load_directions

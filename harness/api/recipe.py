@@ -9,12 +9,10 @@ import dataclasses
 from abc import ABC, abstractmethod
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from harness.api.registry import Registry
+from .registry import Registry
 
 if TYPE_CHECKING:
     from torch import nn
-
-    from .loop import TrainConfig
 
 
 class Recipe(ABC):
@@ -25,7 +23,7 @@ class Recipe(ABC):
     class Options:  # method-specific hyper-parameters, given to `harness train` as --name VALUE
         pass
 
-    def __init__(self, config: "TrainConfig"):
+    def __init__(self, config):  # a harness.train.loop.TrainConfig
         self.config = config
         known = {f.name for f in dataclasses.fields(self.Options)}
         unknown = sorted(set(config.options) - known)
@@ -71,5 +69,5 @@ class Recipe(ABC):
         return {}
 
 
-TRAINERS: Registry[type[Recipe]] = Registry("trainer", "harness.trainers", builtin_modules=["methods.ivt_lr.train"])
+TRAINERS: Registry[type[Recipe]] = Registry("trainer", "harness.trainers")
 register_trainer = TRAINERS.register

@@ -2,8 +2,8 @@
 
 A method is a class with an ``Options`` dataclass (its whole configuration, stored with every run)
 and a ``run(backbone, queries)`` that returns one :class:`MethodOutput` per query. Register it with
-``@register_method("name")``; a third-party package adds methods through the entry-point group
-``harness.methods`` (pointing at a module that registers on import, or at the class).
+``@register_method("name")`` and declare the module in the entry-point group ``harness.methods``
+(built-in methods do it in this project's pyproject.toml, exactly as a third-party package would).
 
 Methods speak only to the backbone interface (``harness.backbones.Backbone``): they never ask
 which model family they run on.
@@ -15,10 +15,10 @@ import time
 from abc import ABC, abstractmethod
 from typing import TYPE_CHECKING, ClassVar
 
-from harness.api.registry import Registry
-from harness.api.types import MethodOutput, Query
+from .registry import Registry
+from .types import MethodOutput, Query
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # for readers and type checkers only: api imports nothing above it at run time
     from harness.backbones import Backbone
 
 
@@ -71,9 +71,7 @@ class Method(ABC):
         return outputs
 
 
-METHODS: Registry[type[Method]] = Registry(
-    "method", "harness.methods", builtin_modules=["methods.baselines", "methods.l2v_cot.method", "methods.ivt_lr.method"]
-)
+METHODS: Registry[type[Method]] = Registry("method", "harness.methods")
 register_method = METHODS.register
 
 
