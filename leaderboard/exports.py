@@ -118,7 +118,7 @@ def render(table: pd.DataFrame, fmt: str, *, layout: str = "long", title: str = 
 def write(text: str, out_path: str | os.PathLike | None) -> Path | None:
     """Write ``text`` to a file atomically (a temporary name beside it, then renamed), or to standard
     output when ``out_path`` is None or ``"-"`` (then returns None). An existing folder is refused."""
-    from harness.reports import open_output, output_path
+    from harness.run.reports import open_output, output_path
 
     out = output_path(out_path)
     with open_output(out) as f:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from sqlalchemy import select
 
-from harness.store import ReportedResult, Store, utcnow
+from harness.run.store import ReportedResult, Store, utcnow
 
 HEADER = ["source", "method", "backbone", "benchmark", "metric", "value", "note"]
 KEY = ("source", "method", "backbone", "benchmark", "metric")

@@ -19,7 +19,7 @@ from typing import Any, Iterable
 import pandas as pd
 from sqlalchemy import event, func, inspect, or_, select
 
-from harness.store import ReportedResult, Run, Sample, Score, Store, with_liveness
+from harness.run.store import ReportedResult, Run, Sample, Score, Store, with_liveness
 
 from .names import backbone_key, backbone_name, benchmark_from_paper, method_from_paper
 

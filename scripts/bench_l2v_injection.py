@@ -40,7 +40,7 @@ def main(argv=None) -> int:
     import torch
 
     from harness.backbones import load_backbone
-    from harness.tiny import write_tiny_model
+    from harness.backbones.tiny import write_tiny_model
     from methods.l2v_cot import inject
     from methods.l2v_cot.inject import steering
 

@@ -51,7 +51,7 @@ def say(message: str) -> None:
 
 def fill(path: Path, n_runs: int, n_samples: int, seed: int = 0) -> dict:
     """Create the schema through Store, then bulk-insert runs, scores and samples."""
-    from harness.store import Store
+    from harness.run.store import Store
 
     Store(f"sqlite:///{path}").close()  # tables + indexes exactly as the harness makes them
     rng = random.Random(seed)
@@ -133,7 +133,7 @@ def median_time(fn, repeats: int) -> tuple[float, object]:
 
 
 def measure(path: Path, repeats: int) -> list[dict]:
-    from harness.store import Store
+    from harness.run.store import Store
     from leaderboard.app import run_page, sample_page
     from leaderboard.compare import compare_runs
     from leaderboard.queries import Filters, LeaderboardDB

@@ -2,8 +2,8 @@
 """Benchmarks of the runner itself: per-sample overhead over a bare ``model.generate``, and memory
 over run length. It measures and prints; it never asserts timings.
 
-1. Overhead. A random ~50 M-parameter Qwen2-VL checkpoint (``harness.tiny``) and an M3CoT fixture
-   of N samples. The harness path is ``harness.runner.execute`` (method ``direct``, batch size 1,
+1. Overhead. A random ~50 M-parameter Qwen2-VL checkpoint (``harness.backbones.tiny``) and an M3CoT fixture
+   of N samples. The harness path is ``harness.run.runner.execute`` (method ``direct``, batch size 1,
    progress off, a fresh SQLite file per repeat); its per-sample time is
    ``(wall of execute - model load) / N``, where the model load is timed inside that very call (by
    wrapping ``load_backbone``). It therefore includes, per sample: reading the row, decoding the
@@ -96,10 +96,10 @@ def patched(obj, name: str, value):
 def instrument(timers: Timers):
     """Time model load, the sample loop and its phases inside ``execute`` (no behaviour change)."""
     import harness.backbones as backbones
-    import harness.runner as runner
+    import harness.run.runner as runner
     from harness.api.types import Sample
     from harness.benchmarks.m3cot import M3CoT
-    from harness.store import Store
+    from harness.run.store import Store
 
     load = backbones.load_backbone
 
@@ -144,8 +144,8 @@ def count_generated(ids: list[int], eos: set[int]) -> int:
 
 def run_harness(model_dir: Path, data: Path, db_path: Path, n: int, max_new_tokens: int, profile: bool = False,
                 limit: int | None = None):
-    from harness.runner import RunSpec, execute
-    from harness.store import Store
+    from harness.run.runner import RunSpec, execute
+    from harness.run.store import Store
 
     spec = RunSpec(method="direct", bench="m3cot", model=str(model_dir), data=str(data), batch_size=1,
                    method_options={"max_new_tokens": max_new_tokens}, db=f"sqlite:///{db_path}",
@@ -225,8 +225,8 @@ def run_bare(model, processor, inputs, max_new_tokens: int):
 
 
 def bench_overhead(cfg: dict, root: Path, repeats: int, profile: bool) -> dict:
-    from harness.fixtures import write_m3cot_fixture
-    from harness.tiny import write_tiny_model
+    from harness.testing.fixtures import write_m3cot_fixture
+    from harness.backbones.tiny import write_tiny_model
 
     n, m = cfg["samples"], cfg["max_new_tokens"]
     say(f"[overhead] writing a random Qwen2-VL (hidden {cfg['hidden_size']}, {cfg['layers']} layers) "
@@ -369,8 +369,8 @@ def run_child(cmd: list[str], cwd: Path, log: Path) -> dict:
 
 
 def bench_memory(cfg: dict, root: Path) -> dict:
-    from harness.fixtures import write_m3cot_fixture
-    from harness.tiny import write_tiny_model
+    from harness.testing.fixtures import write_m3cot_fixture
+    from harness.backbones.tiny import write_tiny_model
 
     total = cfg["memory_fixture"]
     say(f"[memory] writing a tiny (64-hidden) Qwen2-VL and an M3CoT fixture of {total} samples ...")

@@ -4,7 +4,7 @@ load and score each fixture benchmark.
     .venv/bin/python scripts/conformance_table.py [--n 24] [--benches mmstar,mmbench,...] [--no-judge]
 
 Each cell scores one prediction file (every row answered in that kind) through `harness score`'s code
-path and through the stock VLMEvalKit dataset's `evaluate` (see harness/scoring/conformance.py).
+path and through the stock VLMEvalKit dataset's `evaluate` (see harness/testing/conformance.py).
 MathVista/MathVerse with a judge use the test judge server (tests/judge_server.py, 127.0.0.1).
 """
 from __future__ import annotations
@@ -31,8 +31,8 @@ def main() -> int:
     logging.disable(logging.WARNING)
 
     from harness.api import BENCHMARKS
-    from harness.fixtures import write_all
-    from harness.scoring.conformance import compare, kinds_for
+    from harness.testing.fixtures import write_all
+    from harness.testing.conformance import compare, kinds_for
 
     benches = args.benches.split(",")
     with tempfile.TemporaryDirectory() as tmp:
@@ -66,7 +66,7 @@ def main() -> int:
                 rows.append(r)
                 print(f"| {bench} | {r['kind']} | {r['scoring']} | {r['harness']} | {r['vlmeval']} | {r['same']} |")
         if not args.no_judge and {"mathvista", "mathverse"} & set(benches):
-            from harness.judge import JudgeConfig
+            from harness.run.judge import JudgeConfig
             from tests.judge_server import perfect_judgement, serve_judge
 
             with serve_judge(lambda p, b: perfect_judgement(p, b) or "null") as url:

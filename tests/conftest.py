@@ -12,7 +12,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 @pytest.fixture(scope="session")
 def tiny_model_dirs(tmp_path_factory):
-    from harness.tiny import write_tiny_model
+    from harness.backbones.tiny import write_tiny_model
 
     root = tmp_path_factory.mktemp("tiny-models")
     return {family: write_tiny_model(family, root / family) for family in ("qwen2-vl", "llava")}

@@ -2,7 +2,7 @@
 
 ``with serve_judge() as url:`` starts a ``ThreadingHTTPServer`` on an ephemeral port and yields its
 API base (``http://127.0.0.1:PORT/v1``). It speaks the parts of the OpenAI API that VLMEvalKit's
-``OpenAIWrapper`` and :meth:`harness.judge.JudgeConfig.check` use: ``POST /v1/chat/completions``
+``OpenAIWrapper`` and :meth:`harness.run.judge.JudgeConfig.check` use: ``POST /v1/chat/completions``
 (and ``GET /v1/models``, as vLLM serves it). Each request is recorded (``server.requests``) so tests
 can check what was sent: path, headers, parsed JSON body.
 
@@ -60,10 +60,10 @@ def perfect_judgement(prompt: str, body: dict | None = None) -> str:
         response = prompt.rsplit("Model respone: ", 1)[1].rstrip()[: -len("Extracted answer:")]
         return extract_final_answer(response)
     # MathVerse stage 2 (build_mathverse_gpt4_score_prompt): is [Model_answer] the [Standard Answer]?
-    if prompt.rstrip().endswith("Judgement:") and "[Standard Answer]:" in prompt:
+    if prompt.rstrip().endswith("Grade:") and "[Standard Answer]:" in prompt:
         tail = prompt.rsplit("[Standard Answer]:", 1)[1]
         standard, model_answer = tail.split("[Model_answer] :", 1)
-        model_answer = model_answer.rstrip()[: -len("Judgement:")]
+        model_answer = model_answer.rstrip()[: -len("Grade:")]
         return "1" if _same_answer(model_answer, standard) else "0"
     # MathVerse stage 1 (build_mathverse_gpt4_extract_prompt): "Model response: '...'\nExtracted Answer: ".
     if prompt.rstrip().endswith("Extracted Answer:") and "Model response: '" in prompt:

@@ -128,7 +128,7 @@ def test_qwen_mrope_positions(tiny_model_dirs, images):
 
 def test_unknown_model_type_and_missing_path_are_clear(tmp_path):
     from harness.backbones import ModelLoadError, load_backbone
-    from harness.tiny import write_tiny_model
+    from harness.backbones.tiny import write_tiny_model
 
     with pytest.raises(ModelLoadError, match="does not exist"):
         load_backbone(str(tmp_path / "nope"))

@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 
 from harness.api import BENCHMARKS, BadImage, DataError
-from harness.fixtures import FIXTURE_FILES, POPE_CATEGORIES, write_all
+from harness.testing.fixtures import FIXTURE_FILES, POPE_CATEGORIES, write_all
 
 BENCHES = ("mmbench", "mmvp", "pope", "scienceqa", "mathvista", "mathverse")
 
@@ -67,7 +67,7 @@ def test_loads_fixture_and_scores_gold_and_empty_answers(benches, files, name):
         assert right["overall"]["accuracy"] == 100.0
     assert right["by_category"], "per-category breakdowns are part of the result"
     for sample in samples:
-        assert bench.judge(sample, "").correct is False
+        assert bench.grade(sample, "").correct is False
 
 
 def test_mmbench_is_circular_and_keeps_whole_groups(benches, caplog):
@@ -165,7 +165,7 @@ def test_mathverse_rule_based_reads_letters_and_numbers(benches):
 
 @pytest.mark.parametrize("name", ["mathvista", "mathverse"])
 def test_judge_scoring_goes_through_vlmevalkit_with_the_judge(benches, name):
-    from harness.judge import JudgeConfig
+    from harness.run.judge import JudgeConfig
     from tests.judge_server import serve_judge
 
     bench = benches[name]
@@ -188,8 +188,8 @@ def test_judge_scoring_goes_through_vlmevalkit_with_the_judge(benches, name):
 
 
 def test_a_run_end_to_end_stores_per_category_breakdowns(tiny_model_dirs, benches, files, tmp_path):
-    from harness.runner import RunSpec, execute
-    from harness.store import Store
+    from harness.run.runner import RunSpec, execute
+    from harness.run.store import Store
 
     db = f"sqlite:///{tmp_path / 'runs.db'}"
     report = execute(RunSpec(method="direct", bench="pope", model=str(tiny_model_dirs["qwen2-vl"]),

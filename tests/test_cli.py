@@ -83,7 +83,7 @@ def test_score_never_unpickles_a_prediction_file(tmp_path, capsys):
 
     bad = tmp_path / "predictions.pkl"
     bad.write_bytes(pickle.dumps(Boom()))
-    from harness.fixtures import write_mmstar_fixture
+    from harness.testing.fixtures import write_mmstar_fixture
 
     data = write_mmstar_fixture(tmp_path / "MMStar.tsv", n=4)
     assert main(["score", "mmstar", "--predictions", str(bad), "--data", str(data)]) == 2

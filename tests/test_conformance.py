@@ -2,7 +2,7 @@
 
 For each benchmark one prediction file, in the format VLMEvalKit's inference writes (.xlsx), holds
 every kind of tricky answer (verbose chain of thought, several letters, option text instead of the
-letter, empty, "NA", yes/no variants, numbers with prose). ``harness.scoring.conformance.compare``
+letter, empty, "NA", yes/no variants, numbers with prose). ``harness.testing.conformance.compare``
 scores it through ``harness score``'s code path and through the *stock* VLMEvalKit dataset class's
 ``evaluate``, and the two result tables must be identical. MathVista without a judge is compared
 with stock evaluate under a judge that never answers (its rule stage alone); MathVista and MathVerse
@@ -13,8 +13,8 @@ from __future__ import annotations
 
 import pytest
 
-from harness.fixtures import FIXTURE_FILES, write_all
-from harness.scoring.conformance import compare, kinds_for
+from harness.testing.fixtures import FIXTURE_FILES, write_all
+from harness.testing.conformance import compare, kinds_for
 
 OFFICIAL = ("mmstar", "mmbench", "mmvp", "pope", "scienceqa", "mathvista")
 
@@ -54,7 +54,7 @@ def _judge_reply(prompt, body):
 
 @pytest.mark.parametrize("bench", ["mathvista", "mathverse"])
 def test_judge_scoring_is_identical_to_vlmevalkit_with_the_same_judge(bench, files, tmp_path):
-    from harness.judge import JudgeConfig
+    from harness.run.judge import JudgeConfig
     from tests.judge_server import serve_judge
 
     with serve_judge(_judge_reply) as url:

@@ -5,8 +5,8 @@ import pandas as pd
 import pytest
 
 from harness.cli import main
-from harness.data_commands import stratified
-from harness.fixtures import write_all
+from harness.commands.data import stratified
+from harness.testing.fixtures import write_all
 
 
 @pytest.fixture(scope="module")

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from harness.cli import main
-from harness.store import DatabaseNotFound, Store, StoreError, check_url
+from harness.run.store import DatabaseNotFound, Store, StoreError, check_url
 
 
 def _foreign(root: Path) -> str:
@@ -126,7 +126,7 @@ def test_store_for_writing(room, name, make, fragment):
 
 @pytest.fixture(scope="module")
 def m3cot_fixture(tmp_path_factory):
-    from harness.fixtures import write_m3cot_fixture
+    from harness.testing.fixtures import write_m3cot_fixture
 
     return str(write_m3cot_fixture(tmp_path_factory.mktemp("m3cot") / "m3cot", n=4, seed=0))
 
@@ -229,7 +229,7 @@ def test_a_cli_subprocess_prints_one_line(room):
 
 
 def test_port_helpers_do_not_need_a_database():
-    from harness.leaderboard_commands import check_port
+    from harness.commands.leaderboard import check_port
 
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -5,7 +5,7 @@ from collections import Counter
 
 import pytest
 
-from harness.fixtures import (COLOURS, M3COT_FIELDS, M3COT_TOPICS, MMSTAR_CATEGORIES, MMSTAR_COLUMNS,
+from harness.testing.fixtures import (COLOURS, M3COT_FIELDS, M3COT_TOPICS, MMSTAR_CATEGORIES, MMSTAR_COLUMNS,
                               main, write_all, write_m3cot_fixture, write_mmstar_fixture)
 
 

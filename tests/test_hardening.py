@@ -19,13 +19,13 @@ from pathlib import Path
 import pytest
 
 from harness.cli import main
-from harness.store import Store
+from harness.run.store import Store
 
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory, tiny_model_dirs):
     """Fixture data, a file, a non-empty folder, and a model folder with its weights cut short or gone."""
-    from harness.fixtures import write_all
+    from harness.testing.fixtures import write_all
 
     root = tmp_path_factory.mktemp("hardening")
     data = write_all(root / "data", n=8, benches=["m3cot"])
@@ -110,7 +110,7 @@ def test_checkpoint_on_another_family_is_refused(world, ivt_checkpoint, capsys):
 
 
 def test_checkpoint_on_other_weights_of_the_same_shape_needs_the_flag(world, ivt_checkpoint, tmp_path, capsys):
-    from harness.tiny import write_tiny_model
+    from harness.backbones.tiny import write_tiny_model
 
     other = write_tiny_model("qwen2-vl", tmp_path / "other-seed", seed=7)  # same config, other weights
     capsys.readouterr()
@@ -204,7 +204,7 @@ def test_missing_image_file_says_so():
 
 # -- runs that died ----------------------------------------------------------------------------------
 def test_sigterm_marks_the_run_interrupted_and_exits_143(world, tmp_path):
-    from harness.fixtures import write_m3cot_fixture
+    from harness.testing.fixtures import write_m3cot_fixture
 
     data = write_m3cot_fixture(tmp_path / "m3cot", n=40, seed=3)
     db_file = tmp_path / "term.db"
@@ -256,7 +256,7 @@ def _hostile_mathvista(tmp_path, out, payload):
     """The MathVista fixture with ``payload`` in the first row's skills cell."""
     import pandas as pd
 
-    from harness.fixtures import write_all
+    from harness.testing.fixtures import write_all
 
     table = pd.read_csv(write_all(tmp_path / "fx", n=4, benches=["mathvista"])["mathvista"], sep="\t")
     table["skills"] = table["skills"].astype(object)
@@ -267,7 +267,7 @@ def _hostile_mathvista(tmp_path, out, payload):
 
 def test_vlmeval_local_dataset_checks_cells_before_vlmeval_sees_them(tmp_path):
     from harness.api import DataError
-    from harness.vlmeval import local_dataset
+    from harness.integrations.vlmeval_model import local_dataset
 
     marker = tmp_path / "pwned"
     hostile = _hostile_mathvista(tmp_path, tmp_path / "MathVista_MINI.tsv",
@@ -286,9 +286,9 @@ def test_python_m_harness_vlmeval_checks_lmudata_files_first(tmp_path, tiny_mode
     lmu.mkdir()
     _hostile_mathvista(tmp_path, lmu / "MathVista_MINI.tsv", f"__import__('pathlib').Path({str(marker)!r}).touch()")
     env = {**os.environ, "LMUData": str(lmu)}
-    proc = subprocess.run([sys.executable, "-m", "harness.vlmeval", "--models", str(tiny_model_dirs["qwen2-vl"]),
+    proc = subprocess.run([sys.executable, "-m", "harness.integrations.vlmeval_model", "--models", str(tiny_model_dirs["qwen2-vl"]),
                            "--methods", "direct", "--", "--data", "MathVista_MINI", "--model", "x"],
                           capture_output=True, text=True, env=env, timeout=180, cwd=tmp_path)
     assert proc.returncode == 2, proc.stderr[-2000:]
-    assert proc.stderr.strip().splitlines()[-1].startswith("harness.vlmeval: error:") and "skills" in proc.stderr
+    assert proc.stderr.strip().splitlines()[-1].startswith("harness.integrations.vlmeval_model: error:") and "skills" in proc.stderr
     assert not marker.exists()

@@ -22,7 +22,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).parent))
 
 from harness.api import BENCHMARKS, BadImage, DataError  # noqa: E402
-from harness.fixtures import write_all  # noqa: E402
+from harness.testing.fixtures import write_all  # noqa: E402
 
 BENCHES = ("mmstar", "mmbench", "mmvp", "pope", "scienceqa", "mathvista", "mathverse")
 N_ROWS = 10  # MMBench: two whole rotation groups; MMVP: five pairs; MathVerse: two problems in five versions
@@ -43,7 +43,7 @@ EXTRA_COLUMNS = ("image_path", "prediction")  # not fixture columns, but VLMEval
 
 
 def fixture_columns(bench: str) -> list[str]:
-    from harness.fixtures import (MATHVERSE_COLUMNS, MATHVISTA_COLUMNS, MMBENCH_COLUMNS, MMSTAR_COLUMNS,
+    from harness.testing.fixtures import (MATHVERSE_COLUMNS, MATHVISTA_COLUMNS, MMBENCH_COLUMNS, MMSTAR_COLUMNS,
                                   MMVP_COLUMNS, POPE_COLUMNS, SCIENCEQA_COLUMNS)
 
     return list({"mmstar": MMSTAR_COLUMNS, "mmbench": MMBENCH_COLUMNS, "mmvp": MMVP_COLUMNS, "pope": POPE_COLUMNS,
@@ -157,7 +157,7 @@ def run_flow(bench, payload_text: str | None = None):
         except BadImage:
             pass  # stored as an error row by the runner
         prompts.append(bench.format_question(sample))
-        bench.judge(sample, answer)
+        bench.grade(sample, answer)
     result = bench.score(samples, answers)
     return samples, prompts, result
 
@@ -294,7 +294,7 @@ def test_judge_path_never_evaluates_cells_predictions_or_judge_replies(env, tmp_
     score runs through VLMEvalKit's evaluate (auxeval, post_check, *_acc) and nothing runs."""
     from judge_server import perfect_judgement, serve_judge
 
-    from harness.judge import JudgeConfig
+    from harness.run.judge import JudgeConfig
 
     targets = []
 
@@ -336,7 +336,7 @@ def test_judge_path_never_evaluates_cells_predictions_or_judge_replies(env, tmp_
 
 # -- harness run end to end (a tiny model) ---------------------------------------------------------------
 def test_a_run_on_hostile_data_stores_text_and_refuses_code(env, tiny_model_dirs, tmp_path):
-    from harness.runner import RunSpec, execute
+    from harness.run.runner import RunSpec, execute
 
     inert, evaluated = tmp_path / "pwned-inert", tmp_path / "pwned-evaluated"
     table = env["tables"]["mmstar"].copy()

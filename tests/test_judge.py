@@ -15,8 +15,8 @@ sys.path.insert(0, str(Path(__file__).parent))
 from judge_server import extract_final_answer, perfect_judgement, serve_judge  # noqa: E402
 
 from harness.cli import main  # noqa: E402
-from harness.judge import JudgeConfig, JudgeError, VLMEVAL_JUDGE_NAME, vlmeval_judge_env  # noqa: E402
-from harness.store import Store  # noqa: E402
+from harness.run.judge import JudgeConfig, JudgeError, VLMEVAL_JUDGE_NAME, vlmeval_judge_env  # noqa: E402
+from harness.run.store import Store  # noqa: E402
 
 JUDGE_MODEL = "test-org/judge-7b"  # a hub-style name: must reach the server verbatim
 
@@ -151,7 +151,7 @@ def test_vlmeval_judge_env_restores_after_an_error(monkeypatch):
 # -- runs and rescoring: MathVista fixture -----------------------------------------------------------
 @pytest.fixture(scope="module")
 def mathvista_data(tmp_path_factory):
-    from harness.fixtures import write_mathvista_fixture
+    from harness.testing.fixtures import write_mathvista_fixture
 
     return str(write_mathvista_fixture(tmp_path_factory.mktemp("mathvista") / "MathVista_MINI.tsv", n=8, seed=0))
 
@@ -195,7 +195,7 @@ def _store_run(db: str, benchmark, data: str, answers: list[str]) -> int:
     for position, answer in enumerate(answers):
         sample = benchmark.sample(position)
         rows.append({"uid": sample.uid, "position": position, "category": sample.category, "prediction": answer,
-                     "answer": answer, "gold": sample.gold, "correct": benchmark.judge(sample, answer).correct})
+                     "answer": answer, "gold": sample.gold, "correct": benchmark.grade(sample, answer).correct})
     store.add_samples(run_id, rows)
     store.finish_run(run_id, status="finished", metrics={}, official=None)
     return run_id
@@ -295,7 +295,7 @@ def test_rescore_errors(mathvista_data, tmp_path, capsys, vlmeval):
     run_id = _store_run(db, benchmark, mathvista_data, ["1"] * len(benchmark))
     assert main(["rescore", str(run_id + 1), "--db", db]) == 2
     assert f"no run {run_id + 1}" in capsys.readouterr().err
-    from harness.fixtures import write_mathvista_fixture
+    from harness.testing.fixtures import write_mathvista_fixture
 
     other = write_mathvista_fixture(tmp_path / "other" / "MathVista_MINI.tsv", n=8, seed=1)
     assert main(["rescore", str(run_id), "--db", db, "--data", str(other)]) == 2
@@ -307,7 +307,7 @@ def test_a_judge_on_a_benchmark_without_one_is_refused(tmp_path, capsys, vlmeval
     """MMStar is scored by its official exact-matching rule: rescore refuses a judge instead of
     storing an official score under a judge label."""
     from harness.api import BENCHMARKS
-    from harness.fixtures import write_mmstar_fixture
+    from harness.testing.fixtures import write_mmstar_fixture
 
     data = str(write_mmstar_fixture(tmp_path / "MMStar.tsv", n=4))
     benchmark = BENCHMARKS.get("mmstar")(data)

@@ -19,7 +19,7 @@ from methods.l2v_cot.vectors import file_sha256, load_directions
 
 @pytest.fixture(scope="module")
 def llm_dir(tmp_path_factory):
-    from harness.tiny import write_tiny_model
+    from harness.backbones.tiny import write_tiny_model
 
     return write_tiny_model("qwen2", tmp_path_factory.mktemp("llm") / "qwen2", hidden_size=48, layers=2)
 
@@ -38,7 +38,7 @@ def vector_file(llm_dir, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def m3cot_data(tmp_path_factory):
-    from harness.fixtures import write_m3cot_fixture
+    from harness.testing.fixtures import write_m3cot_fixture
 
     return str(write_m3cot_fixture(tmp_path_factory.mktemp("data") / "m3cot", n=6, seed=0))
 
@@ -272,7 +272,7 @@ def test_alpha_zero_is_the_direct_baseline_and_a_strong_alpha_changes_answers(ba
 # -- commands ----------------------------------------------------------------------------------
 def test_extract_run_and_sweep_commands(llm_dir, tiny_model_dirs, m3cot_data, tmp_path, capsys):
     from harness.cli import main
-    from harness.store import Store
+    from harness.run.store import Store
 
     db = f"sqlite:///{tmp_path / 'h.db'}"
     vec = tmp_path / "v.safetensors"

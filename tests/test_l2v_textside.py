@@ -18,7 +18,7 @@ from methods.l2v_cot.textside import TASKS_DIR, BackboneText, TextGenerator, cut
 
 @pytest.fixture(scope="module")
 def llm_dir(tmp_path_factory):
-    from harness.tiny import write_tiny_model
+    from harness.backbones.tiny import write_tiny_model
 
     return write_tiny_model("qwen2", tmp_path_factory.mktemp("llm") / "qwen2", hidden_size=48, layers=2)
 
@@ -91,7 +91,7 @@ def test_textside_lm_is_the_backbone_with_and_without_the_injection(backbone, ve
 
 def test_textside_command_stores_linked_rows(llm_dir, tiny_model_dirs, vector_file, tmp_path, capsys):
     from harness.cli import main
-    from harness.store import Store
+    from harness.run.store import Store
     from methods.l2v_cot.vectors import file_sha256
 
     db = f"sqlite:///{tmp_path / 'h.db'}"
@@ -139,7 +139,7 @@ def test_dispersion_figures_match_numpy():
 
 def test_analyze_command_prints_and_stores_the_dispersions(llm_dir, tiny_model_dirs, tmp_path, capsys):
     from harness.cli import main
-    from harness.store import Store
+    from harness.run.store import Store
 
     db = f"sqlite:///{tmp_path / 'h.db'}"
     assert main(["l2v", "analyze", "--llm", str(llm_dir), "--vlm", str(tiny_model_dirs["qwen2-vl"]), "--n", "8",

@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 
 from harness.cli import main
-from harness.store import Store
+from harness.run.store import Store
 
 SHARED_CSV = Path(__file__).resolve().parents[1].parent / "shared" / "reference" / "paper_results.csv"
 HEADER = "source,method,backbone,benchmark,metric,value,note\n"
@@ -23,8 +23,8 @@ HEADER = "source,method,backbone,benchmark,metric,value,note\n"
 def tiny_db(tmp_path_factory, tiny_model_dirs):
     """Three real tiny runs on the M3CoT fixture (two methods on Qwen2-VL, one on LLaVA), a judge
     scoring of one of them (what `harness rescore` adds), and a small paper CSV imported."""
-    from harness.fixtures import write_all
-    from harness.runner import RunSpec, execute
+    from harness.testing.fixtures import write_all
+    from harness.run.runner import RunSpec, execute
 
     root = tmp_path_factory.mktemp("leaderboard")
     data = write_all(root / "data", n=8, seed=0)
@@ -494,7 +494,7 @@ for _ in range(600):
         time.sleep(0.1)
 sys.path.insert(0, sys.argv[4])
 from test_leaderboard import add_finished_run
-from harness.store import Store
+from harness.run.store import Store
 store = Store(db, heartbeat_s=0)
 late = add_finished_run(store, late_key)
 store.close()

@@ -44,8 +44,8 @@ def _free_port() -> int:
 def served(tmp_path_factory, tiny_model_dirs):
     """Real tiny runs (two methods on Qwen2-VL, one on LLaVA), served on 127.0.0.1 at a free port."""
     _need_browser()
-    from harness.fixtures import write_all
-    from harness.runner import RunSpec, execute
+    from harness.testing.fixtures import write_all
+    from harness.run.runner import RunSpec, execute
     from leaderboard.app import build_app, launch
     from leaderboard.queries import LeaderboardDB
 

@@ -18,8 +18,8 @@ import psutil
 import pytest
 
 from harness.cli import main
-from harness.reports import format_run, format_runs
-from harness.store import RunInProgress, Store, stale_reason
+from harness.run.reports import format_run, format_runs
+from harness.run.store import RunInProgress, Store, stale_reason
 
 FIELDS = {"method": "cot", "model": "org/Qwen2-VL-2B", "benchmark": "m3cot", "n_planned": 4}
 
@@ -50,7 +50,7 @@ def sql(path, statement, *params):
 # A run in a child process, left running until it is killed.
 CHILD = textwrap.dedent("""
     import sys, time
-    from harness.store import Store
+    from harness.run.store import Store
     store = Store(sys.argv[1], heartbeat_s=0.2)
     run_id, _, _ = store.start_run("key-1", {"method": "cot", "model": "org/Qwen2-VL-2B", "benchmark": "m3cot",
                                              "n_planned": 4})
@@ -280,7 +280,7 @@ def test_the_leaderboard_shows_stale_runs(child_run):
 # -- the WAL is checkpointed when a command ends ------------------------------------------------------
 WRITER = textwrap.dedent("""
     import sys
-    from harness.store import Store
+    from harness.run.store import Store
     store = Store(sys.argv[1])  # never closed: the process just ends
     for k in range(int(sys.argv[2])):
         run_id, _, _ = store.start_run(f"key-{k}", {"method": "cot", "model": "m", "benchmark": "b"})

@@ -260,9 +260,9 @@ def test_format_judge_score():
     assert bench.format_question(sample) == "[Context]\nA pet.\n[Question]\nWhich?\n[Choices]\n(A) cat\n(B) dog"
     sample.context = ""
     assert bench.format_question(sample).startswith("[Question]\nWhich?\n[Choices]\n(A) cat")
-    assert bench.judge(sample, "It is a dog.").extracted == "B"
-    assert bench.judge(sample, "It is a dog.").correct
-    assert not bench.judge(sample, "").correct
+    assert bench.grade(sample, "It is a dog.").extracted == "B"
+    assert bench.grade(sample, "It is a dog.").correct
+    assert not bench.grade(sample, "").correct
     result = bench.score([sample, sample], ["(B)", "(A)"])
     assert result["scoring"] == "official"
     assert result["overall"] == {"correct": 1, "total": 2, "accuracy": 50.0}

@@ -11,7 +11,7 @@ import pytest
 
 from harness.api import BadImage, DataError
 from harness.benchmarks.mmstar import MMStar, lmu_data_root
-from harness.fixtures import MMSTAR_CATEGORIES, write_mmstar_fixture
+from harness.testing.fixtures import MMSTAR_CATEGORIES, write_mmstar_fixture
 
 
 
@@ -97,7 +97,7 @@ def test_judge_agrees_with_vlmeval_evaluate_on_a_prediction_file(bench, tmp_path
 
     samples = list(bench.samples())
     answers = tricky_answers(samples)
-    judged = [bench.judge(s, a) for s, a in zip(samples, answers)]
+    judged = [bench.grade(s, a) for s, a in zip(samples, answers)]
     assert {j.extracted for j in judged} >= {"", "A", "B", "C", "D"}
     assert 0 < sum(j.correct for j in judged) < len(samples)
 

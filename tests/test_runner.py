@@ -11,13 +11,13 @@ import time
 import pytest
 
 from harness.cli import main
-from harness.runner import select_positions
-from harness.store import Store
+from harness.run.runner import select_positions
+from harness.run.store import Store
 
 
 @pytest.fixture(scope="module")
 def m3cot_data(tmp_path_factory):
-    from harness.fixtures import write_m3cot_fixture
+    from harness.testing.fixtures import write_m3cot_fixture
 
     return str(write_m3cot_fixture(tmp_path_factory.mktemp("data") / "m3cot", n=12, seed=0))
 
@@ -124,7 +124,7 @@ def test_a_different_configuration_is_a_different_run(tiny_model_dirs, m3cot_dat
 def test_corrupt_image_becomes_an_error_sample(tiny_model_dirs, tmp_path, db):
     import datasets
 
-    from harness.fixtures import write_m3cot_fixture
+    from harness.testing.fixtures import write_m3cot_fixture
 
     path = write_m3cot_fixture(tmp_path / "m3cot", n=4, seed=1)
     test = datasets.load_from_disk(str(path))["test"].cast_column("image", datasets.Image(decode=False))
@@ -174,7 +174,7 @@ def _harness(*args):
 
 
 def test_kill_9_loses_at_most_the_batch_in_flight(tiny_model_dirs, tmp_path):
-    from harness.fixtures import write_m3cot_fixture
+    from harness.testing.fixtures import write_m3cot_fixture
 
     data = write_m3cot_fixture(tmp_path / "m3cot", n=40, seed=2)
     db_file = tmp_path / "kill.db"

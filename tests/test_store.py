@@ -7,9 +7,9 @@ import textwrap
 
 import pytest
 
-from harness.metrics import summarize
-from harness.reports import export, format_run, format_runs
-from harness.store import Store
+from harness.run.metrics import summarize
+from harness.run.reports import export, format_run, format_runs
+from harness.run.store import Store
 
 FIELDS = {"method": "cot", "model": "org/Qwen2.5-VL-3B", "benchmark": "m3cot", "split": "test",
           "subset": {"limit": 10, "seed": 0}, "n_planned": 10, "device": "cpu"}
@@ -86,7 +86,7 @@ def test_concurrent_writers(tmp_path):
     url = f"sqlite:///{tmp_path / 'c.db'}"
     code = textwrap.dedent(f"""
         import sys
-        from harness.store import Store
+        from harness.run.store import Store
         s = Store({url!r})
         w = sys.argv[1]
         rid, _, _ = s.start_run("key-" + w, {{"method": "m", "model": "x", "benchmark": "b"}})
@@ -225,7 +225,7 @@ def test_export_out_a_folder_is_refused_and_nothing_is_written(store, tmp_path):
 
 
 def test_export_replaces_a_file_only_when_complete(store, tmp_path, monkeypatch):
-    import harness.reports as reports
+    import harness.run.reports as reports
 
     rid, _, _ = store.start_run("k1", FIELDS)
     store.add_samples(rid, rows(["a", "b"]))

@@ -16,7 +16,7 @@ from methods.ivt_lr.train import IVTLRRecipe, flat_sequence, split_rationale, st
 
 @pytest.fixture(scope="module")
 def m3cot_data(tmp_path_factory):
-    from harness.fixtures import write_m3cot_fixture
+    from harness.testing.fixtures import write_m3cot_fixture
 
     return write_m3cot_fixture(tmp_path_factory.mktemp("train-data") / "m3cot", n=16)  # train split: 4 rows
 
@@ -117,7 +117,7 @@ def test_grad_through_latents_flag(tiny_model_dirs, m3cot_data, tmp_path):
 def test_train_save_load_run_end_to_end(tiny_model_dirs, m3cot_data, tmp_path):
     from harness.backbones import load_backbone
     from harness.cli import main
-    from harness.store import Store
+    from harness.run.store import Store
     from harness.train.loop import train
     from harness.api import METHODS
 

@@ -1,4 +1,4 @@
-"""Harness methods as VLMEvalKit models (harness/vlmeval.py), run through VLMEvalKit's own
+"""Harness methods as VLMEvalKit models (harness/integrations/vlmeval_model.py), run through VLMEvalKit's own
 `infer_data_job` and `dataset.evaluate` on a tiny MMStar-format TSV, and compared with `harness run`."""
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import os
 
 import pytest
 
-from harness.store import Store
+from harness.run.store import Store
 
 N_ROWS = 6
 MAX_NEW_TOKENS = 8
@@ -30,7 +30,7 @@ def env(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def mmstar_tsv(env):
-    from harness.fixtures import write_mmstar_fixture
+    from harness.testing.fixtures import write_mmstar_fixture
 
     return write_mmstar_fixture(env / "fixture" / "MMStar.tsv", n=N_ROWS, seed=0)
 
@@ -38,7 +38,7 @@ def mmstar_tsv(env):
 @pytest.fixture(scope="module")
 def vlmeval_run(env, mmstar_tsv, tiny_model_dirs):
     """`cot` on the tiny Qwen2-VL through VLMEvalKit: registered entry → infer_data_job → prediction file."""
-    import harness.vlmeval as hv
+    import harness.integrations.vlmeval_model as hv
     from vlmeval.inference import infer_data_job
 
     model_dir = str(tiny_model_dirs["qwen2-vl"])
@@ -54,7 +54,7 @@ def vlmeval_run(env, mmstar_tsv, tiny_model_dirs):
 @pytest.fixture(scope="module")
 def harness_run(env, mmstar_tsv, tiny_model_dirs):
     """The same method, model and data through `harness run`'s runner."""
-    from harness.runner import RunSpec, execute
+    from harness.run.runner import RunSpec, execute
 
     db = f"sqlite:///{env / 'runs.db'}"
     report = execute(RunSpec(method="cot", bench="mmstar", model=str(tiny_model_dirs["qwen2-vl"]),
@@ -71,7 +71,7 @@ def _predictions(path):
 
 
 def test_make_model_is_a_vlmeval_base_model(env, tiny_model_dirs, images):
-    import harness.vlmeval as hv
+    import harness.integrations.vlmeval_model as hv
     from vlmeval.vlm.base import BaseModel
 
     model = hv.make_model(method="direct", model=str(tiny_model_dirs["llava"]), device="cpu", dtype="float32",
@@ -92,7 +92,7 @@ def test_make_model_is_a_vlmeval_base_model(env, tiny_model_dirs, images):
 
 
 def test_message_to_query_reads_vlmevalkit_mcq_prompts(env, mmstar_tsv):
-    import harness.vlmeval as hv
+    import harness.integrations.vlmeval_model as hv
     from harness.api import BENCHMARKS
 
     dataset = hv.local_dataset(mmstar_tsv, "MMStar")
@@ -109,7 +109,7 @@ def test_message_to_query_reads_vlmevalkit_mcq_prompts(env, mmstar_tsv):
 
 
 def test_register_adds_partial_entries(env, tiny_model_dirs):
-    import harness.vlmeval as hv
+    import harness.integrations.vlmeval_model as hv
     from vlmeval.config import supported_VLM
 
     names = hv.register(models=[str(tiny_model_dirs["llava"])], methods=["direct", "cot"], device="cpu")
@@ -183,8 +183,8 @@ def longest_option_method():
 def test_vlmeval_score_equals_harness_score(env, mmstar_tsv, tiny_model_dirs, longest_option_method):
     """VLMEvalKit's own evaluate() on the adapter's prediction file agrees with the harness's MMStar
     scoring of the same method on the same data, overall, per category and per sample."""
-    import harness.vlmeval as hv
-    from harness.runner import RunSpec, execute
+    import harness.integrations.vlmeval_model as hv
+    from harness.run.runner import RunSpec, execute
     from vlmeval.inference import infer_data_job
     from vlmeval.smp import get_intermediate_file_path, load
 
@@ -212,18 +212,18 @@ def test_vlmeval_score_equals_harness_score(env, mmstar_tsv, tiny_model_dirs, lo
 
 @pytest.mark.slow
 def test_vlmevalkit_entry_point_runs_a_registered_method(tmp_path, tiny_model_dirs):
-    """`python -m harness.vlmeval --models M -- <run.py arguments>`: VLMEvalKit's own run.py finds the
+    """`python -m harness.integrations.vlmeval_model --models M -- <run.py arguments>`: VLMEvalKit's own run.py finds the
     entry by name, infers and evaluates (a custom MCQ TSV in $LMUData, exact matching)."""
     import subprocess
     import sys
 
-    from harness.fixtures import write_mmstar_fixture
+    from harness.testing.fixtures import write_mmstar_fixture
 
     lmu = tmp_path / "lmu"
     write_mmstar_fixture(lmu / "TinyMCQ.tsv", n=4)
     model = str(tiny_model_dirs["qwen2-vl"])
     result = subprocess.run(
-        [sys.executable, "-m", "harness.vlmeval", "--models", model, "--methods", "direct", "--device", "cpu",
+        [sys.executable, "-m", "harness.integrations.vlmeval_model", "--models", model, "--methods", "direct", "--device", "cpu",
          "--opt", "max_new_tokens=4", "--", "--data", "TinyMCQ", "--model", "harness-direct-qwen2-vl",
          "--work-dir", str(tmp_path / "out"), "--judge", "exact_matching"],
         env={**os.environ, "LMUData": str(lmu)}, cwd=tmp_path, capture_output=True, text=True, timeout=600)

@@ -6,14 +6,14 @@
 - :mod:`.method`: ``Method`` (answers a batch of queries with one backbone).
 - :mod:`.recipe`: ``Recipe`` (what is method-specific about training).
 """
-from .benchmark import BENCHMARKS, Benchmark, DataError, Judgement, NotAvailableYet, register_benchmark
-from .method import METHODS, Method, coerce_options, register_method
-from .recipe import TRAINERS, Recipe, register_trainer
-from .registry import PluginError, Registry, UnknownName
-from .types import BadImage, MethodOutput, Query, Sample, decode_image
+from harness.api.benchmark import BENCHMARKS, Benchmark, DataError, Grade, NotAvailableYet, register_benchmark
+from harness.api.method import METHODS, Method, coerce_options, register_method
+from harness.api.recipe import TRAINERS, Recipe, register_trainer
+from harness.api.registry import PluginError, Registry, UnknownName
+from harness.api.types import BadImage, MethodOutput, Query, Sample, decode_image
 
 __all__ = [
-    "BENCHMARKS", "Benchmark", "DataError", "Judgement", "NotAvailableYet", "register_benchmark",
+    "BENCHMARKS", "Benchmark", "DataError", "Grade", "NotAvailableYet", "register_benchmark",
     "METHODS", "Method", "coerce_options", "register_method",
     "TRAINERS", "Recipe", "register_trainer",
     "PluginError", "Registry", "UnknownName", "BadImage", "MethodOutput", "Query", "Sample", "decode_image",

@@ -2,7 +2,7 @@
 
 A benchmark knows where its data lives and how the official scorer reads a prediction. It yields
 :class:`~harness.api.types.Sample` objects by position (so a run can take a deterministic subset and
-stream it), judges one answer (extracted answer, correct?) and scores a whole run with the official
+stream it), grades one answer by its rule (``grade``: extracted answer, correct?) and scores a whole run with the official
 metric. Heavy imports (pandas, datasets, vlmeval) stay inside methods so ``harness list`` is fast.
 """
 from __future__ import annotations
@@ -11,8 +11,8 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import ClassVar, Iterator
 
-from .registry import Registry
-from .types import Sample
+from harness.api.registry import Registry
+from harness.api.types import Sample
 
 
 class DataError(ValueError):
@@ -24,7 +24,7 @@ class NotAvailableYet(DataError):
 
 
 @dataclass
-class Judgement:
+class Grade:
     extracted: str  # what the official rule read from the answer ("FAILED" / "" when nothing)
     correct: bool
 
@@ -69,22 +69,22 @@ class Benchmark(ABC):
 
     # -- scoring -----------------------------------------------------------------------------
     @abstractmethod
-    def judge(self, sample: Sample, answer: str) -> Judgement:
+    def grade(self, sample: Sample, answer: str) -> Grade:
         """Apply the official answer-extraction rule to one final answer text."""
 
     def score(self, samples: list[Sample], answers: list[str], judge=None) -> dict:
         """Official metrics for a whole run: ``{"overall": {...}, "by_category": {...}, "scoring": ...}``.
 
-        The default counts per-sample judgements; benchmarks whose official metric is not a mean of
+        The default counts per-sample grades; benchmarks whose official metric is not a mean of
         per-sample scores (circular MMBench, MMVP pairs, POPE F1) override it. ``judge`` (a
-        :class:`harness.judge.JudgeConfig`) matters only to benchmarks officially scored by an LLM judge
+        :class:`harness.run.judge.JudgeConfig`) matters only to benchmarks officially scored by an LLM judge
         (MathVista, MathVerse: ``"scoring": "judge"`` with it, ``"rule-based"`` without); the others
         ignore it and return ``"scoring": "official"``.
         """
         overall = {"correct": 0, "total": 0}
         by_category: dict[str, dict] = {}
         for sample, answer in zip(samples, answers):
-            correct = self.judge(sample, answer).correct
+            correct = self.grade(sample, answer).correct
             for bucket in (overall, by_category.setdefault(sample.category or "all", {"correct": 0, "total": 0})):
                 bucket["correct"] += int(correct)
                 bucket["total"] += 1

@@ -15,8 +15,8 @@ import time
 from abc import ABC, abstractmethod
 from typing import TYPE_CHECKING, ClassVar
 
-from .registry import Registry
-from .types import MethodOutput, Query
+from harness.api.registry import Registry
+from harness.api.types import MethodOutput, Query
 
 if TYPE_CHECKING:  # for readers and type checkers only: api imports nothing above it at run time
     from harness.backbones import Backbone

@@ -9,7 +9,7 @@ import dataclasses
 from abc import ABC, abstractmethod
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from .registry import Registry
+from harness.api.registry import Registry
 
 if TYPE_CHECKING:
     from torch import nn

@@ -91,7 +91,7 @@ def load_backbone(model_id: str, *, device: str = "auto", dtype: str = "auto", r
     """Load a hub id or local path as a :class:`Backbone` of its family."""
     from transformers import AutoConfig, AutoProcessor
 
-    from .families import FAMILY_CLASSES
+    from harness.backbones.families import FAMILY_CLASSES
 
     local = Path(model_id).exists()
     if not local and (model_id.startswith((".", "/", "~")) or os.sep in model_id.strip("/").replace("/", "", 1)):
@@ -133,7 +133,7 @@ def load_backbone(model_id: str, *, device: str = "auto", dtype: str = "auto", r
 
 def __getattr__(name):  # the classes import torch: load them only when asked for
     if name in ("Backbone", "DecodeState", "ForwardResult", "Generation"):
-        from . import base
+        from harness.backbones import base
 
         return getattr(base, name)
     raise AttributeError(name)

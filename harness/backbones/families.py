@@ -5,7 +5,7 @@ import inspect
 
 import torch
 
-from .base import Backbone
+from harness.backbones.base import Backbone
 
 
 class LlavaBackbone(Backbone):

@@ -14,7 +14,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from harness.api import Benchmark, DataError, Judgement, Sample, register_benchmark
+from harness.api import Benchmark, DataError, Grade, Sample, register_benchmark
 from harness.api.types import IMAGE_SUFFIXES
 from harness.scoring.m3cot import extract_choice, score_records
 
@@ -321,9 +321,9 @@ class M3CoT(Benchmark):
         return "\n".join(parts)
 
     # -- scoring -----------------------------------------------------------------------------
-    def judge(self, sample: Sample, answer: str) -> Judgement:
+    def grade(self, sample: Sample, answer: str) -> Grade:
         extracted = extract_choice(answer or "", sample.choices)
-        return Judgement(extracted=extracted, correct=extracted == sample.gold)
+        return Grade(extracted=extracted, correct=extracted == sample.gold)
 
     def score(self, samples: list[Sample], answers: list[str], judge=None) -> dict:
         records = [

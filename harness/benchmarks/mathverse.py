@@ -23,9 +23,9 @@ import re
 import string
 import tempfile
 
-from harness.api import Judgement, Sample, register_benchmark
+from harness.api import Grade, Sample, register_benchmark
 
-from .vlmeval_common import EMPTY, VLMEvalBenchmark, bucket, frame_dict, literal, text
+from harness.benchmarks.vlmeval_common import EMPTY, VLMEvalBenchmark, bucket, frame_dict, literal, text
 
 RULE_SCORER = "mathverse:letter-or-exact-number-rule (no judge)"
 _OPTION_LINE = re.compile(r"^\s*\(?([A-H])\)?\s*[:.：)]\s*(.*?)\s*$", re.MULTILINE)
@@ -118,11 +118,11 @@ class MathVerse(VLMEvalBenchmark):
                        "subfield": metadata.get("subfield", ""), "question_for_eval": text(row["question_for_eval"])}
         return sample
 
-    def judge(self, sample: Sample, answer: str) -> Judgement:
+    def grade(self, sample: Sample, answer: str) -> Grade:
         """The rule (no judge call per sample; the run's judge, if any, scores in ``score``)."""
         self.dataset  # loads the data (and imports vlmeval) on first use
         verdict, extracted = rule_verdict(sample.question, sample.gold, answer, sample.meta.get("question_type", ""))
-        return Judgement(extracted=extracted, correct=verdict == "correct")
+        return Grade(extracted=extracted, correct=verdict == "correct")
 
     def score(self, samples: list[Sample], answers: list[str], judge=None) -> dict:
         samples, answers = list(samples), list(answers)

@@ -7,7 +7,7 @@ judge to extract the answer from every other response (``MathVista_auxeval``), t
 extractions (``MathVista_acc``: accuracy overall, per ``task`` and per ``skills``).
 
 - With a judge (``score(..., judge=JudgeConfig)``): exactly that, through VLMEvalKit's ``evaluate``
-  with its judge pointed at the configured endpoint (``harness.judge.vlmeval_judge_env``);
+  with its judge pointed at the configured endpoint (``harness.run.judge.vlmeval_judge_env``);
   ``"scoring": "judge"``.
 - Without one: the rule stage alone, aggregated by ``MathVista_acc`` as if the judge had returned
   nothing. ``"scoring": "rule-based"``; a lower bound of the official score; ``undecided`` counts
@@ -26,9 +26,9 @@ import os
 import tempfile
 from typing import Any
 
-from harness.api import DataError, Judgement, Sample, register_benchmark
+from harness.api import DataError, Grade, Sample, register_benchmark
 
-from .vlmeval_common import (EMPTY, VLMEvalBenchmark, bucket, frame_dict, list_of_strings_cell, literal,
+from harness.benchmarks.vlmeval_common import (EMPTY, VLMEvalBenchmark, bucket, frame_dict, list_of_strings_cell, literal,
                              plain, text)
 
 RULE_SCORER = "mathvista:vlmeval-prefetch-rule (no judge)"
@@ -120,11 +120,11 @@ class MathVista(VLMEvalBenchmark):
         line["prediction"] = str(answer)
         return line
 
-    def judge(self, sample: Sample, answer: str) -> Judgement:
+    def grade(self, sample: Sample, answer: str) -> Grade:
         """The rule stage (no judge call per sample; the run's judge, if any, scores in ``score``)."""
         self.dataset  # loads the data (and imports vlmeval) on first use
         verdict, extracted, _ = rule_verdict(self.line(sample, answer))
-        return Judgement(extracted=extracted, correct=verdict == "correct")
+        return Grade(extracted=extracted, correct=verdict == "correct")
 
     def score(self, samples: list[Sample], answers: list[str], judge=None) -> dict:
         samples, answers = list(samples), list(answers)

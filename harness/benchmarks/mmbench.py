@@ -15,7 +15,7 @@ import logging
 
 from harness.api import Sample, register_benchmark
 
-from .vlmeval_common import EMPTY, read_hits, VLMEvalMCQBenchmark, bucket, frame_dict
+from harness.benchmarks.vlmeval_common import EMPTY, read_hits, VLMEvalMCQBenchmark, bucket, frame_dict
 
 log = logging.getLogger(__name__)
 GROUP = 1_000_000  # VLMEvalKit: g_index = int(index % 1e6)

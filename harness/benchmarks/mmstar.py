@@ -13,7 +13,7 @@ from pathlib import Path
 
 from harness.api import register_benchmark
 
-from .vlmeval_common import VLMEvalMCQBenchmark, build_command, import_vlmeval, lmu_data_root  # noqa: F401
+from harness.benchmarks.vlmeval_common import VLMEvalMCQBenchmark, build_command, import_vlmeval, lmu_data_root  # noqa: F401
 
 VLMEVAL_NAME = "MMStar"  # VLMEvalKit's name: evaluate() picks its scoring logic from it
 REQUIRED_COLUMNS = ("index", "question", "answer", "A", "B", "C", "D", "category", "image")

@@ -13,7 +13,7 @@ import logging
 
 from harness.api import DataError, Sample, register_benchmark
 
-from .vlmeval_common import EMPTY, read_hits, VLMEvalMCQBenchmark, bucket, frame_dict, text
+from harness.benchmarks.vlmeval_common import EMPTY, read_hits, VLMEvalMCQBenchmark, bucket, frame_dict, text
 
 log = logging.getLogger(__name__)
 

@@ -8,9 +8,9 @@ category in "Overall" too, as ``POPE_rating`` explodes the categories first).
 """
 from __future__ import annotations
 
-from harness.api import DataError, Judgement, Sample, register_benchmark
+from harness.api import DataError, Grade, Sample, register_benchmark
 
-from .vlmeval_common import EMPTY, VLMEvalBenchmark, frame_dict, text
+from harness.benchmarks.vlmeval_common import EMPTY, VLMEvalBenchmark, frame_dict, text
 
 
 def _metrics(raw: dict, row: int) -> dict:
@@ -37,12 +37,12 @@ class POPE(VLMEvalBenchmark):
                 raise DataError(f"POPE data {self.path}: line {i + 2} (index {table['index'][i]}), column answer holds "
                                 f"{text(answer)[:40]!r}; POPE's answers are Yes or No (fix that row)")
 
-    def judge(self, sample: Sample, answer: str) -> Judgement:
+    def grade(self, sample: Sample, answer: str) -> Grade:
         self.dataset  # imports vlmeval
         from vlmeval.dataset.utils.yorn import YOrN_Extraction
 
         extracted = YOrN_Extraction(str(answer))
-        return Judgement(extracted=extracted, correct=extracted == sample.gold)
+        return Grade(extracted=extracted, correct=extracted == sample.gold)
 
     def score(self, samples: list[Sample], answers: list[str], judge=None) -> dict:
         samples, answers = list(samples), list(answers)
@@ -54,7 +54,7 @@ class POPE(VLMEvalBenchmark):
         rows = {split: i for i, split in enumerate(raw["split"])}
         correct: dict[str, list[int]] = {}
         for sample, answer in zip(samples, answers):
-            hit = int(self.judge(sample, answer).correct)
+            hit = int(self.grade(sample, answer).correct)
             categories = sample.category.split(",")
             # POPE_rating explodes the comma-separated categories *before* computing Overall, so a row
             # listed under k categories counts k times there; the counts follow the official number.

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from harness.api import register_benchmark
 
-from .vlmeval_common import VLMEvalMCQBenchmark
+from harness.benchmarks.vlmeval_common import VLMEvalMCQBenchmark
 
 
 @register_benchmark("scienceqa")

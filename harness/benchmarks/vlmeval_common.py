@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, ClassVar
 
-from harness.api import BadImage, Benchmark, DataError, Judgement, Sample
+from harness.api import BadImage, Benchmark, DataError, Grade, Sample
 from harness.api.types import IMAGE_SUFFIXES
 
 log = logging.getLogger(__name__)
@@ -576,7 +576,7 @@ class VLMEvalBenchmark(Benchmark):
         return "".join(m["value"] for m in messages if m["type"] == "text")
 
     # -- scoring -------------------------------------------------------------------------------------
-    def judge(self, sample: Sample, answer: str) -> Judgement:
+    def grade(self, sample: Sample, answer: str) -> Grade:
         """VLMEvalKit's exact-matching extraction: ``can_infer`` on the answer and the option texts."""
         options = self.sample_options(sample)  # a fresh dict: can_infer_text lower-cases it in place
         self.dataset  # imports vlmeval
@@ -584,7 +584,7 @@ class VLMEvalBenchmark(Benchmark):
 
         found = can_infer(str(answer), options)
         extracted = found if found else ""
-        return Judgement(extracted=extracted, correct=bool(extracted) and extracted == sample.gold)
+        return Grade(extracted=extracted, correct=bool(extracted) and extracted == sample.gold)
 
     def check_samples(self, samples: list[Sample], answers: list[str]) -> list[str]:
         if len(samples) != len(answers):
@@ -625,7 +625,7 @@ class VLMEvalBenchmark(Benchmark):
                    read: Callable[[str, str], Any] | None = None):
         """:meth:`run_evaluate` with VLMEvalKit's judge pointed at ``judge`` (a ``JudgeConfig``);
         ``read(pred_file, judge_name)`` may load the judge's intermediate files."""
-        from harness.judge import vlmeval_judge_env
+        from harness.run.judge import vlmeval_judge_env
 
         with vlmeval_judge_env(judge) as kwargs:
             kwargs.pop("nproc", None)  # run_evaluate passes its own

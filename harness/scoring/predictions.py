@@ -64,7 +64,7 @@ def score_predictions(bench: str, predictions: str | Path, data: str | None = No
     """The benchmark's official metrics for a prediction file (the dict a run stores)."""
     path = Path(predictions).expanduser()
     if bench == "m3cot":
-        from .m3cot import score_file
+        from harness.scoring.m3cot import score_file
 
         result = score_file(path)
         return {"scoring": "official", "overall": result["overall"], "by_category": result["by_domain"],

@@ -18,7 +18,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import checkpoint as ckpt
+from harness.train import checkpoint as ckpt
 from harness.api import TRAINERS
 
 log = logging.getLogger("harness")
@@ -104,7 +104,7 @@ def train(config: TrainConfig, progress: bool = True) -> TrainReport:
 
     from harness.backbones import load_backbone, model_fingerprint, model_name
 
-    from .data import read_examples
+    from harness.train.data import read_examples
 
     config.check()
     torch.set_grad_enabled(True)  # in case something imported vlmeval, which switches autograd off globally

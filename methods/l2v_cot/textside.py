@@ -264,7 +264,7 @@ def run_textside(model_id: str, tasks: list[str], *, vector: str | None = None, 
                  max_gen_toks: int = 256, device: str = "auto", dtype: str = "auto", db: str | None = None,
                  progress: Callable[[str], None] = print) -> list[dict]:
     """Score ``model_id`` unsteered, and steered with ``vector`` when given; store and return the rows."""
-    from harness.store import Store
+    from harness.run.store import Store
 
     from .method import resolve_layer, transferred_direction
     from .vectors import file_sha256, load_directions

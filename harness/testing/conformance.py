@@ -184,7 +184,7 @@ def compare(bench: str, kind: str | None, tsv: Path, work: Path, judge=None,
     """Score one tricky-answer prediction file both ways; ``{"harness", "vlmeval", "same", ...}``."""
     from harness.benchmarks.vlmeval_common import frame_dict
 
-    from .predictions import score_predictions
+    from harness.scoring.predictions import score_predictions
 
     work.mkdir(parents=True, exist_ok=True)
     lmu = work / "LMUData"
@@ -195,7 +195,7 @@ def compare(bench: str, kind: str | None, tsv: Path, work: Path, judge=None,
         ours = shutil.copyfile(pred, work / f"harness_{stock.dataset_name}.xlsx")  # evaluate writes beside it
         harness = score_predictions(bench, ours, data=str(tsv), judge=judge)
         if judge is not None:
-            from harness.judge import vlmeval_judge_env
+            from harness.run.judge import vlmeval_judge_env
 
             with vlmeval_judge_env(judge) as kwargs:
                 stock_acc = stock.evaluate(str(pred), **kwargs)

@@ -9,7 +9,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any, Iterable, Iterator
 
-from harness.store import STALE, Sample, Store, stale_after_s
+from harness.run.store import STALE, Sample, Store, stale_after_s
 
 _SAMPLE_COLUMNS = ["run_id", "method", "model", "benchmark"] + [
     c.name for c in Sample.__table__.columns if c.name != "run_id"]

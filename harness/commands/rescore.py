@@ -8,14 +8,16 @@ from __future__ import annotations
 import json
 import logging
 
+from harness.commands._common import db_arg, quiet_libraries
+
 log = logging.getLogger("harness")
 
 
 def cmd_rescore(args) -> int:
-    from .api import BENCHMARKS, DataError
-    from .judge import judge_from_args
-    from .runner import save_score, score_stored, uses_judge
-    from .store import Store
+    from harness.api import BENCHMARKS, DataError
+    from harness.run.judge import judge_from_args
+    from harness.run.runner import save_score, score_stored, uses_judge
+    from harness.run.store import Store
 
     judge = judge_from_args(args.judge_url, args.judge_model, args.judge_key_env)
     run = Store(args.db, read_only=True).run(args.run_id)  # a missing database is an error, not created
@@ -35,7 +37,7 @@ def cmd_rescore(args) -> int:
                         "pass --data with the original file")
     if judge is not None:
         judge.check()
-    _quiet_libraries()
+    quiet_libraries()
     result = score_stored(store, args.run_id, benchmark, judge=judge)
     if not result:
         raise DataError(f"none of run {args.run_id}'s samples could be read from the {run['benchmark']} data")
@@ -54,20 +56,14 @@ def cmd_rescore(args) -> int:
     return 0
 
 
-def _quiet_libraries() -> None:
-    from .cli import _quiet_libraries as quiet
-
-    quiet()
-
-
 def add_commands(sub) -> None:
-    from .judge import add_judge_arguments
+    from harness.run.judge import add_judge_arguments
 
     p = sub.add_parser("rescore", help="score a stored run again (e.g. with an LLM judge); adds a score row")
     p.add_argument("run_id", type=int)
     add_judge_arguments(p, "an OpenAI-compatible API base, e.g. http://127.0.0.1:8000/v1 "
                            "(without it: the benchmark's own scoring)")
     p.add_argument("--data", help="the benchmark data, if not where the run read it (checked by fingerprint)")
-    p.add_argument("--db", help="SQLAlchemy URL (default: $HARNESS_DB or sqlite:///results/harness.db)")
+    db_arg(p)
     p.add_argument("--json", action="store_true", help="print the scoring as JSON")
     p.set_defaults(handler=cmd_rescore)

@@ -7,6 +7,8 @@ import argparse
 import errno
 import socket
 
+from harness.commands._common import db_arg
+
 
 class PortInUse(ValueError):
     """The leaderboard's port is taken: one line (exit code 2), with a free port to use instead."""
@@ -46,7 +48,7 @@ def export_leaderboard(args, fmt: str) -> int:
     if args.run:
         raise ValueError("--run selects runs for --what runs|samples; filter the leaderboard with "
                          "--method, --bench, --backbone, --kind, --since, --until")
-    from harness.reports import output_path
+    from harness.run.reports import output_path
 
     out = output_path(args.out)  # None: standard output; a folder fails here, before any query
     filters = table_filters(args)
@@ -97,7 +99,7 @@ def check_port(host: str, port: int) -> None:
 
 
 def cmd_leaderboard(args) -> int:
-    from harness.store import check_url
+    from harness.run.store import check_url
 
     check_url(args.db, write=False)  # a bad --db, then a taken port: one line each, before gradio loads
     check_port(args.host, args.port)
@@ -117,9 +119,6 @@ def cmd_import_paper_results(args) -> int:
 
 
 def add_commands(sub) -> None:
-    def db_arg(p):
-        p.add_argument("--db", help="SQLAlchemy URL (default: $HARNESS_DB or sqlite:///results/harness.db)")
-
     p = sub.add_parser("leaderboard", help="browse the results: a read-only Gradio app (127.0.0.1 by default)")
     db_arg(p)
     p.add_argument("--host", default="127.0.0.1", help="interface to bind (default 127.0.0.1: this machine only)")

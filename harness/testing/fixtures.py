@@ -16,7 +16,7 @@ can exercise the real loaders and official scorers without the hub:
   ``choices``, ``precision``, ``task``, ``skills``) and MathVerse (five ``problem_version`` variants
   of each problem, ``metadata``, ``question_for_eval``).
 
-``python -m harness.fixtures --out DIR [--n N] [--seed S]`` writes them all.
+``python -m harness.testing.fixtures --out DIR [--n N] [--seed S]`` writes them all.
 """
 from __future__ import annotations
 
@@ -480,7 +480,7 @@ def write_all(out_dir: str | Path, n: int = 24, seed: int = 0, benches=None) -> 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m harness.fixtures",
+        prog="python -m harness.testing.fixtures",
         description="Write small fixture data sets (M3CoT save_to_disk folder, VLMEvalKit TSVs).",
     )
     parser.add_argument("--out", required=True, help="output folder")

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import json
 
+from harness.commands._common import db_arg, key_values, quiet_libraries
+
 
 def _int_list(text: str, what: str) -> list[int]:
     try:
@@ -26,9 +28,8 @@ def _pct(accuracy, se) -> str:
 
 
 def cmd_extract(args) -> int:
-    from .cli import _quiet_libraries
 
-    _quiet_libraries()
+    quiet_libraries()
     from methods.l2v_cot.extract import DEFAULT_PAIRS, extract
 
     path, meta = extract(args.llm, args.pairs or DEFAULT_PAIRS, _int_list(args.layers, "--layers"), args.out, n=args.n,
@@ -40,19 +41,18 @@ def cmd_extract(args) -> int:
 
 
 def cmd_sweep(args) -> int:
-    from .cli import _key_values, _quiet_libraries
 
-    _quiet_libraries()
-    from .api import METHODS, coerce_options
+    quiet_libraries()
+    from harness.api import METHODS, coerce_options
 
-    from .runner import RunSpec, execute
+    from harness.run.runner import RunSpec, execute
 
     alphas = _float_list(args.alphas, "--alphas")
     layers = [x.strip() for x in args.layers.split(",") if x.strip()]
     cutoffs = _int_list(args.cutoffs, "--cutoffs")
     if not (alphas and layers and cutoffs):
         raise ValueError("--alphas, --layers and --cutoffs each need at least one value")
-    extra = coerce_options(METHODS.get("l2v-cot"), {**_key_values(args.opt), **args.method_flags})
+    extra = coerce_options(METHODS.get("l2v-cot"), {**key_values(args.opt), **args.method_flags})
     grid = [(a, layer, k) for k in cutoffs for layer in layers for a in alphas]
     rows = []
     for i, (alpha, layer, cutoff) in enumerate(grid, 1):
@@ -83,13 +83,12 @@ def cmd_sweep(args) -> int:
 
 
 def cmd_analyze(args) -> int:
-    from .cli import _quiet_libraries
 
-    _quiet_libraries()
+    quiet_libraries()
     from methods.l2v_cot.analyze import analyze, format_result, metric_rows
     from methods.l2v_cot.extract import DEFAULT_PAIRS
 
-    from .store import Store
+    from harness.run.store import Store
 
     result = analyze(args.llm, args.vlm, args.pairs or DEFAULT_PAIRS, llm_layer=args.llm_layer,
                      vlm_layer=args.vlm_layer,
@@ -105,10 +104,9 @@ def cmd_analyze(args) -> int:
 def cmd_textside(args) -> int:
     import os
 
-    from .cli import _quiet_libraries
 
     os.environ.setdefault("HF_DATASETS_OFFLINE", "1")  # the local tasks never download
-    _quiet_libraries()
+    quiet_libraries()
     from methods.l2v_cot.textside import run_textside
 
     tasks = [t.strip() for t in args.tasks.split(",") if t.strip()]
@@ -133,9 +131,6 @@ def cmd_textside(args) -> int:
 def add_commands(sub) -> None:
     p = sub.add_parser("l2v", help="L2V-CoT: extract, sweep, LAT analysis, text side (methods/l2v_cot)")
     l2v = p.add_subparsers(dest="l2v_command", required=True, metavar="L2V_COMMAND")
-
-    def db_arg(q):
-        q.add_argument("--db", help="SQLAlchemy URL (default: $HARNESS_DB or sqlite:///results/harness.db)")
 
     def device_args(q):
         q.add_argument("--device", default="auto")

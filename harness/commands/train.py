@@ -1,4 +1,4 @@
-"""`harness train` (any registered trainer recipe) and `harness speed` (latent-loop timing tables).
+"""`harness train`: any registered trainer recipe, through the one training loop (harness.train.loop).
 
 Heavy imports stay inside the handlers: `harness --help` must stay instant.
 """
@@ -6,17 +6,18 @@ from __future__ import annotations
 
 import json
 
+from harness.commands._common import quiet_libraries
+
 
 def cmd_train(args) -> int:
-    from .api import coerce_options
+    from harness.api import coerce_options
 
-    from .cli import _quiet_libraries
-    from .train.loop import TrainConfig, train
-    from .api import TRAINERS
+    from harness.train.loop import TrainConfig, train
+    from harness.api import TRAINERS
 
     recipe_cls = TRAINERS.get(args.method)
     options = coerce_options(recipe_cls, args.method_flags)
-    _quiet_libraries()
+    quiet_libraries()
     config = TrainConfig(
         method=args.method, bench=args.bench, model=args.model, data=args.data, out=args.out, split=args.split,
         epochs=args.epochs, epochs_per_stage=args.epochs_per_stage, max_steps=args.max_steps,
@@ -34,24 +35,6 @@ def cmd_train(args) -> int:
         print(f"trained {args.method} on {args.bench}: {report.global_step} optimizer steps, last loss {loss}, "
               f"{report.seconds} s{' (resumed)' if report.resumed_from else ''}")
         print(f"checkpoint: {report.out}  (harness run --method {args.method} --checkpoint {report.out} ...)")
-    return 0
-
-
-def cmd_speed(args) -> int:
-    from .cli import UsageError, _quiet_libraries
-
-    if args.method != "ivt-lr":
-        raise UsageError(f"harness speed measures ivt-lr's latent loop; {args.method!r} has no speed table yet")
-    _quiet_libraries()
-    from methods.ivt_lr.speed import format_table, speed_table
-
-    from .backbones import load_backbone
-
-    backbone = load_backbone(args.model, device=args.device, dtype=args.dtype, positions=args.positions)
-    rows = speed_table(backbone, prompt_tokens=[int(x) for x in args.prompt_tokens.split(",")],
-                       latent_steps=[int(x) for x in args.latent_steps.split(",")], top_k=args.top_k_patches,
-                       image_size=args.image_size, repeats=args.repeats)
-    print(json.dumps(rows, indent=2) if args.json else format_table(rows, backbone.describe()))
     return 0
 
 
@@ -86,18 +69,3 @@ def add_commands(sub) -> None:
     p.add_argument("--json", action="store_true")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(handler=cmd_train, accepts_method_flags=True)
-
-    p = sub.add_parser("speed", help="time a latent loop: KV-cached vs reference recomputation vs explicit CoT")
-    p.add_argument("--method", required=True, help="ivt-lr")
-    p.add_argument("--model", required=True)
-    p.add_argument("--prompt-tokens", default="128,256,512,1024", help="target prompt lengths (text is repeated)")
-    p.add_argument("--latent-steps", default="1,2,3,4", help="K values")
-    p.add_argument("--top-k-patches", type=int, default=32)
-    p.add_argument("--image-size", type=int, default=280, help="square image side in pixels (the paper: 280)")
-    p.add_argument("--positions", default="1d", choices=["1d", "native"])
-    p.add_argument("--repeats", type=int, default=3, help="timed repeats per cell (median), after one warm-up")
-    p.add_argument("--device", default="auto")
-    p.add_argument("--dtype", default="auto")
-    p.add_argument("--json", action="store_true", help="a list of rows: prompt_tokens, k, cached_s, reference_s, "
-                                                       "ratio, cot_s, ...")
-    p.set_defaults(handler=cmd_speed)

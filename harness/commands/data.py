@@ -194,6 +194,8 @@ def _decodes(sample) -> bool:
 
 
 # -- subsets ---------------------------------------------------------------------------------------
+
+
 def stratified(units: dict[str, list], n: int, seed: int) -> list:
     """``n`` units drawn per category in proportion to its size (largest remainders), seeded; every
     category gets one when ``n`` allows. Returns the chosen units."""

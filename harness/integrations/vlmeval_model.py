@@ -4,7 +4,7 @@
 ``vlmeval.vlm.base.BaseModel`` that answers VLMEvalKit's messages with the method;
 ``register(models=[...])`` adds ``harness-<method>-<model name>`` entries to
 ``vlmeval.config.supported_VLM`` so ``infer_data_job`` and VLMEvalKit's ``run.py`` find them by name;
-``python -m harness.vlmeval --models PATH -- --data MMStar --model harness-cot-NAME`` registers them and
+``python -m harness.integrations.vlmeval_model --models PATH -- --data MMStar --model harness-cot-NAME`` registers them and
 hands the rest of the command line to VLMEvalKit's own entry point (``vlmeval.run.main``).
 
 How a VLMEvalKit message becomes a :class:`harness.api.Query` (what a method answers):
@@ -25,7 +25,7 @@ such a dict it writes the ``prediction`` column from them and adds an ``extra_re
 prediction file (``vlmeval/inference.py``, "Add for agent evaluation"); ``dataset.evaluate`` reads only
 ``prediction``. Runs made this way are VLMEvalKit's files, not rows in the harness's store.
 
-The module is named ``harness.vlmeval``; it imports the real ``vlmeval`` absolutely, through
+The module is named ``harness.integrations.vlmeval_model``; it imports the real ``vlmeval`` absolutely, through
 ``harness.benchmarks.mmstar.import_vlmeval`` (which undoes VLMEvalKit's process-wide side effects).
 """
 from __future__ import annotations
@@ -132,7 +132,7 @@ def make_model(method: str, model: str, *, device: str = "auto", dtype: str = "a
     """
     if use_vllm:
         raise ValueError("harness methods run on transformers backbones, not vLLM: drop --use-vllm")
-    from .api import METHODS, coerce_options
+    from harness.api import METHODS, coerce_options
 
     method_cls = METHODS.get(method)
     as_strings = {k: v for k, v in method_options.items() if isinstance(v, str)}
@@ -171,7 +171,7 @@ def register(entries: dict[str, dict] | None = None, *, models: Iterable[str] | 
     _vlmeval()
     from vlmeval.config import supported_VLM
 
-    from .api import METHODS
+    from harness.api import METHODS
 
     planned: dict[str, dict] = {}
     for name, kwargs in (entries or {}).items():
@@ -241,17 +241,17 @@ def checked_table(path: str | os.PathLike, name: str):
     return cls(str(path), split).load_table()
 
 
-# -- `python -m harness.vlmeval`: VLMEvalKit's own entry point, with harness entries registered ------
+# -- `python -m harness.integrations.vlmeval_model`: VLMEvalKit's own entry point, with harness entries registered ------
 def main(argv: list[str] | None = None) -> int:
     import argparse
 
     from harness.cli import _key_values
-    from harness.judge import add_judge_arguments, judge_from_args, vlmeval_judge_env
+    from harness.run.judge import add_judge_arguments, judge_from_args, vlmeval_judge_env
 
     argv = list(sys.argv[1:] if argv is None else argv)
     ours, theirs = (argv[: argv.index("--")], argv[argv.index("--") + 1:]) if "--" in argv else (argv, [])
     parser = argparse.ArgumentParser(
-        prog="python -m harness.vlmeval",
+        prog="python -m harness.integrations.vlmeval_model",
         description="Register harness methods as VLMEvalKit models, then run VLMEvalKit's run.py with the "
                     "arguments after `--` (e.g. -- --data MMStar --model harness-cot-Qwen2-VL-2B-Instruct).")
     parser.add_argument("--models", nargs="+", required=True, help="model paths or hub ids to register")
@@ -308,7 +308,7 @@ def _entry() -> int:
     try:
         return main()
     except (DataError, ValueError, FileNotFoundError) as exc:
-        print(f"harness.vlmeval: error: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}",
+        print(f"harness.integrations.vlmeval_model: error: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}",
               file=sys.stderr)
         return 2
 

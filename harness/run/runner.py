@@ -22,7 +22,7 @@ from pathlib import Path
 from harness import __version__
 from harness.api import BENCHMARKS, BadImage, DataError, Query, Sample
 from harness.api.types import DEFAULT_MAX_IMAGE_PIXELS
-from harness.judge import JudgeConfig
+from harness.run.judge import JudgeConfig
 
 log = logging.getLogger("harness")
 
@@ -107,16 +107,16 @@ class Terminated(KeyboardInterrupt):
 
 
 def execute(spec: RunSpec) -> RunReport:
-    from .api import METHODS
+    from harness.api import METHODS
 
-    from .store import Store
+    from harness.run.store import Store
 
-    from .store import check_url
+    from harness.run.store import check_url
 
     check_url(spec.db)  # a bad --db fails first, before the data or the model is read
     if spec.max_image_pixels is not None and spec.max_image_pixels < 1:
         raise ValueError(f"--max-image-pixels must be positive, got {spec.max_image_pixels}")
-    from .backbones import model_name
+    from harness.backbones import model_name
 
     model = model_name(spec.model)
     method = METHODS.get(spec.method)(**spec.method_options)
@@ -136,7 +136,7 @@ def execute(spec: RunSpec) -> RunReport:
     store = Store(spec.db)  # a bad --db fails now, not after minutes of loading a model
     import torch
 
-    from .backbones import load_backbone
+    from harness.backbones import load_backbone
 
     log.info("loading %s", model)
     backbone = load_backbone(model, device=spec.device, dtype=spec.dtype, revision=spec.revision,
@@ -207,7 +207,7 @@ def execute(spec: RunSpec) -> RunReport:
 def _judge_finished_run(store, run_id: int, benchmark, spec: RunSpec) -> dict | None:
     """The judge's score row, added after the run is finished and stored: a judge failing here loses no
     prediction, and the run can be judged later with ``harness rescore``."""
-    from harness.judge import JudgeError
+    from harness.run.judge import JudgeError
 
     try:
         judged = score_stored(store, run_id, benchmark, judge=spec.judge)
@@ -249,7 +249,7 @@ def _run_batch(method, backbone, benchmark, positions: list[int],
     if ready:
         outputs = method(backbone, [query for _, _, query in ready])
         for (position, sample, query), output in zip(ready, outputs):
-            judgement = benchmark.judge(sample, output.answer)
+            judgement = benchmark.grade(sample, output.answer)
             rows.append({
                 "uid": sample.uid, "position": position, "category": sample.category, "prompt": query.question,
                 "prediction": output.text, "answer": output.answer, "extracted": judgement.extracted,
@@ -269,7 +269,7 @@ def _error_row(position: int, sample: Sample | None, exc: Exception) -> dict:
 
 def _score(store, run_id: int, benchmark) -> tuple[dict, dict]:
     """Run metrics from the stored rows, and the benchmark's official metrics over the same rows."""
-    from .metrics import summarize
+    from harness.run.metrics import summarize
 
     rows = store.samples(run_id)
     return summarize(rows), score_rows(rows, benchmark)
