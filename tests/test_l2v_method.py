@@ -264,7 +264,7 @@ def test_alpha_zero_is_the_direct_baseline_and_a_strong_alpha_changes_answers(ba
     direct = METHODS.get("direct")(max_new_tokens=8)(backbone, queries)
     zero = L2VCoT(vector=str(vector_file), source_layer=1, cutoff=10, alpha=0.0, max_new_tokens=8)(backbone, queries)
     assert [o.text for o in zero] == [o.text for o in direct]
-    strong = L2VCoT(vector=str(vector_file), source_layer=1, cutoff=10, alpha=50.0, positions="all", layer="0",
+    strong = L2VCoT(vector=str(vector_file), source_layer=1, cutoff=10, alpha=50.0, steer="all", layer="0",
                     max_new_tokens=8)(backbone, queries)
     assert [o.text for o in strong] != [o.text for o in direct]
 
@@ -283,7 +283,7 @@ def test_extract_run_and_sweep_commands(llm_dir, tiny_model_dirs, m3cot_data, tm
     common = ["--bench", "m3cot", "--model", model, "--data", m3cot_data, "--vector", str(vec), "--db", db,
               "--no-progress", "--max-new-tokens", "6"]
     assert main(["run", "--method", "l2v-cot", *common, "--alpha", "0.5", "--layer", "1", "--cutoff", "8",
-                 "--resample", "interp", "--positions", "all"]) == 0
+                 "--resample", "interp", "--steer", "all"]) == 0
     (run,) = Store(db, read_only=True).runs()
     config = run["method_config"]
     assert (config["alpha"], config["layer"], config["cutoff"], config["resample"]) == (0.5, "1", 8, "interp")

@@ -132,24 +132,12 @@ def make_model(method: str, model: str, *, device: str = "auto", dtype: str = "a
     """
     if use_vllm:
         raise ValueError("harness methods run on transformers backbones, not vLLM: drop --use-vllm")
-    from harness.api import METHODS, coerce_options
+    from harness.run.plan import load, make_method
 
-    method_cls = METHODS.get(method)
-    as_strings = {k: v for k, v in method_options.items() if isinstance(v, str)}
-    options = {**method_options, **coerce_options(method_cls, as_strings)}
-    runner = method_cls(**options)
+    runner = make_method(method, method_options)
     model_class = _model_class()  # import vlmeval before torch work: it reseeds torch (undone there)
-
-    import random
-
-    import torch
-
-    from harness.backbones import load_backbone
-
-    backbone = load_backbone(model, device=device, dtype=dtype, revision=revision, **runner.backbone_options())
-    runner.prepare(backbone)
-    random.seed(seed)  # as `harness run` seeds before its first sample
-    torch.manual_seed(seed)
+    # The same load → prepare → seed as `harness run`, so both give the same predictions.
+    backbone = load(runner, model, device=device, dtype=dtype, revision=revision, seed=seed)
     return model_class(runner, backbone, prediction=prediction)
 
 
@@ -245,7 +233,7 @@ def checked_table(path: str | os.PathLike, name: str):
 def main(argv: list[str] | None = None) -> int:
     import argparse
 
-    from harness.cli import _key_values
+    from harness.commands._common import key_values
     from harness.run.judge import add_judge_arguments, judge_from_args, vlmeval_judge_env
 
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -262,7 +250,7 @@ def main(argv: list[str] | None = None) -> int:
     add_judge_arguments(parser, "point VLMEvalKit's judge (--judge harness-judge) at this OpenAI-compatible API base")
     parser.add_argument("--list", action="store_true", help="print the entry names and exit")
     args = parser.parse_args(ours)
-    options = _key_values(args.opt)  # the same KEY=VALUE parsing as `harness run --opt`
+    options = key_values(args.opt)  # the same KEY=VALUE parsing as `harness run --opt`
     names = register(models=args.models, methods=args.methods.split(",") if args.methods else None,
                      device=args.device, dtype=args.dtype, **options)
     if args.list or not theirs:

@@ -1,55 +1,31 @@
-"""The runner: benchmark samples → method (with a backbone) → scored rows in the store.
+"""The runner: benchmark samples → method (with a backbone) → graded rows in the store.
 
-Data flows one way: the CLI builds a :class:`RunSpec`, :func:`execute` resolves the method and the
-benchmark (failing fast on bad names, options or data, before any model is loaded), loads the
-backbone, then streams the benchmark in batches: images are decoded per batch, each batch is
-answered, judged and written in one transaction. A run is identified by a key over everything that
-determines its outputs, so re-running the same command resumes it; ``fresh`` starts over.
+Data flows one way, in four steps that distributed evaluation and ``harness ci`` reuse one by one:
+:func:`~harness.run.plan.plan` resolves the spec (failing fast on bad names, options or data, before
+any model is loaded); :func:`start` loads nothing itself but opens the run's row, found by the key
+over everything that determines its outputs (so the same command resumes it; ``fresh`` starts over);
+:func:`run_shard` streams a share of the positions in batches (images decoded per batch, each batch
+answered, graded and written in one transaction); :func:`finalize` scores the stored rows with the
+benchmark's official rule. :func:`execute` is the four in one process.
 """
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
-import random
 import resource
-import subprocess
 import sys
 import traceback
-from dataclasses import asdict, dataclass, field
-from pathlib import Path
+from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING
 
-from harness import __version__
-from harness.api import BENCHMARKS, BadImage, DataError, Query, Sample
+from harness.api import BadImage, DataError, Query, Sample
 from harness.api.types import DEFAULT_MAX_IMAGE_PIXELS
 from harness.run.judge import JudgeConfig
+from harness.run.plan import RunPlan, RunSpec, load_plan, plan, select_positions  # noqa: F401  (the runner's API)
+
+if TYPE_CHECKING:
+    from harness.run.store import Store
 
 log = logging.getLogger("harness")
-
-
-@dataclass
-class RunSpec:
-    method: str
-    bench: str
-    model: str
-    method_options: dict = field(default_factory=dict)
-    data: str | None = None
-    split: str | None = None
-    limit: int | None = None
-    seed: int = 0
-    batch_size: int = 1
-    device: str = "auto"
-    dtype: str = "auto"
-    revision: str | None = None
-    backbone_options: dict = field(default_factory=dict)
-    db: str | None = None
-    fresh: bool = False
-    progress: bool = True
-    # Images over this many pixels become error samples before they are decoded (None: no limit).
-    max_image_pixels: int | None = DEFAULT_MAX_IMAGE_PIXELS
-    # An LLM judge scores the run in addition to the benchmark's own scoring (a separate "judge" score
-    # row); it does not change the predictions, so it is not part of the run's identity.
-    judge: JudgeConfig | None = None
 
 
 @dataclass
@@ -61,37 +37,6 @@ class RunReport:
     metrics: dict
     official: dict
     judged: dict | None = None  # the judge's scoring, when RunSpec.judge was given
-
-
-def select_positions(total: int, limit: int | None, seed: int) -> list[int]:
-    """All positions, or a seeded random subset of ``limit`` of them kept in data order."""
-    if limit is None or limit >= total:
-        return list(range(total))
-    if limit <= 0:
-        raise ValueError(f"--limit must be positive, got {limit}")
-    return sorted(random.Random(seed).sample(range(total), limit))
-
-
-def run_key(fields: dict) -> str:
-    return hashlib.sha256(json.dumps(fields, sort_keys=True, default=str).encode()).hexdigest()
-
-
-def environment() -> dict:
-    """Library versions and the harness's git commit, stored with every run."""
-    from importlib.metadata import PackageNotFoundError, version
-
-    versions = {"python": sys.version.split()[0]}
-    for package in ("torch", "transformers", "accelerate", "datasets", "ms-vlmeval", "sqlalchemy", "peft"):
-        try:
-            versions[package] = version(package)
-        except PackageNotFoundError:
-            pass
-    try:
-        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).resolve().parent,
-                                capture_output=True, text=True, timeout=5).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        commit = ""
-    return {"library_versions": versions, "git_commit": commit, "harness_version": __version__}
 
 
 def peak_memory_mb(device: str) -> float:
@@ -106,101 +51,99 @@ class Terminated(KeyboardInterrupt):
     """SIGTERM (``timeout``, Slurm, Docker): handled like Ctrl-C, the run is marked interrupted."""
 
 
-def execute(spec: RunSpec) -> RunReport:
-    from harness.api import METHODS
+@dataclass
+class OpenRun:
+    """A planned run with its backbone loaded and its row in the store: what a shard writes into."""
+    plan: RunPlan
+    store: "Store"
+    backbone: object
+    run_id: int
+    resumed: bool
+    pending: list[int]  # planned positions with no stored row yet
+    device: str
 
+
+def start(p: RunPlan, store: "Store", backbone) -> OpenRun:
+    """The run's row: found by its key (resumed: only the missing positions are pending) or created."""
+    fields = p.fields(backbone)
+    run_id, done, resumed = store.start_run(p.key(backbone, fields), fields, fresh=p.spec.fresh)
+    # Only a resumed run needs each row's uid up front; a new one computes everything.
+    pending = [q for q in p.positions if _uid_at(p.benchmark, q) not in done] if done else list(p.positions)
+    log.info("run %d (%s): %d of %d samples to compute", run_id, "resumed" if resumed else "new",
+             len(pending), len(p.positions))
+    return OpenRun(plan=p, store=store, backbone=backbone, run_id=run_id, resumed=resumed, pending=pending,
+                   device=fields["device"])
+
+
+def run_shard(run: OpenRun, positions: list[int], on_rows=None) -> int:
+    """Compute and store the rows of ``positions`` (a share of the plan's), one transaction per batch.
+
+    Rows are keyed by position, so shards may run in any order or process; returns the rows written.
+    """
+    p, n_new = run.plan, 0
+    for begin in range(0, len(positions), p.batch_size):
+        rows = _run_batch(p.method, run.backbone, p.benchmark, positions[begin:begin + p.batch_size],
+                          p.spec.max_image_pixels)
+        run.store.add_samples(run.run_id, rows)
+        n_new += len(rows)
+        if on_rows is not None:
+            on_rows(len(rows))
+    return n_new
+
+
+def finalize(run: OpenRun) -> tuple[dict, dict]:
+    """Once every share is stored: run metrics and the official score over the stored rows, saved."""
+    p = run.plan
+    log.info("scoring run %d with %s's official rule", run.run_id, p.spec.bench)
+    metrics, official = _score(run.store, run.run_id, p.benchmark)
+    metrics["peak_memory_mb"] = round(peak_memory_mb(run.device), 1)
+    run.store.finish_run(run.run_id, status="finished", metrics=metrics, official=official,
+                         peak_memory_mb=metrics["peak_memory_mb"])
+    if official:
+        save_score(run.store, run.run_id, p.spec.bench, official)
+    return metrics, official
+
+
+def execute(spec: RunSpec) -> RunReport:
+    """plan → load → start → run_shard (all pending positions) → finalize, in one process."""
+    return execute_plan(plan(spec))
+
+
+def execute_plan(p: RunPlan) -> RunReport:
     from harness.run.store import Store
 
-    from harness.run.store import check_url
-
-    check_url(spec.db)  # a bad --db fails first, before the data or the model is read
-    if spec.max_image_pixels is not None and spec.max_image_pixels < 1:
-        raise ValueError(f"--max-image-pixels must be positive, got {spec.max_image_pixels}")
-    from harness.backbones import model_name
-
-    model = model_name(spec.model)
-    method = METHODS.get(spec.method)(**spec.method_options)
-    benchmark = BENCHMARKS.get(spec.bench)(spec.data, spec.split)
-    total = len(benchmark)  # loads the data: a DataError surfaces here, before the model loads
-    if total == 0:
-        raise DataError(f"benchmark {spec.bench} has no samples in {spec.data or 'its default location'}")
-    positions = select_positions(total, spec.limit, spec.seed)
-    if spec.judge is not None:
-        spec.judge.check()  # a wrong URL, model or key fails now, not after the whole run
-    if spec.batch_size < 1:
-        raise ValueError(f"--batch-size must be at least 1, got {spec.batch_size}")
-    batch_size = spec.batch_size if method.supports_batching else 1
-    if batch_size != spec.batch_size:
-        log.warning("method %s does not batch; running with batch size 1", spec.method)
-
+    spec = p.spec
     store = Store(spec.db)  # a bad --db fails now, not after minutes of loading a model
-    import torch
-
-    from harness.backbones import load_backbone
-
-    log.info("loading %s", model)
-    backbone = load_backbone(model, device=spec.device, dtype=spec.dtype, revision=spec.revision,
-                             **{**method.backbone_options(), **spec.backbone_options})
-    method.prepare(backbone)
-    described = backbone.describe()
-    subset = {"limit": spec.limit, "seed": spec.seed, "n": len(positions), "of": total,
-              "positions_sha": hashlib.sha256(json.dumps(positions).encode()).hexdigest()[:16],
-              # Where the data was read from, so `harness rescore` can score the stored predictions later.
-              "data": str(Path(spec.data).expanduser().resolve()) if spec.data else None}
-    fields = {
-        "method": spec.method, "method_config": method.config(), "model": model,
-        "model_revision": backbone.revision, "backbone_family": backbone.family, "benchmark": spec.bench,
-        "split": benchmark.split, "subset": subset, "data_fingerprint": benchmark.fingerprint(),
-        "n_planned": len(positions), "device": described["device"], "dtype": described["dtype"],
-        "seed": spec.seed, "batch_size": batch_size, **environment(),
-    }
-    # What determines the outputs, and so names the run; device, batch size and versions do not.
-    identity = {k: fields[k] for k in ("method_config", "model", "model_revision", "benchmark", "split", "subset",
-                                       "data_fingerprint", "seed")}
-    identity["subset"] = {k: v for k, v in subset.items() if k != "data"}  # same data elsewhere: same run
-    identity["backbone"] = {k: v for k, v in described.items() if k not in ("model", "revision", "device")}
-    run_id, done, resumed = store.start_run(run_key(identity), fields, fresh=spec.fresh)
-    # Only a resumed run needs each row's uid up front; a new one computes everything.
-    pending = [p for p in positions if _uid_at(benchmark, p) not in done] if done else positions
-    log.info("run %d (%s): %d of %d samples to compute", run_id, "resumed" if resumed else "new",
-             len(pending), len(positions))
-
-    random.seed(spec.seed)
-    torch.manual_seed(spec.seed)
+    run = start(p, store, load_plan(p))
     n_new = 0
     from tqdm import tqdm
     from tqdm.contrib.logging import logging_redirect_tqdm
 
-    bar = tqdm(total=len(positions), initial=len(positions) - len(pending), disable=not spec.progress,
+    bar = tqdm(total=len(p.positions), initial=len(p.positions) - len(run.pending), disable=not spec.progress,
                desc=f"{spec.method} on {spec.bench}", unit="sample", file=sys.stderr)
+
+    def advance(n: int) -> None:
+        nonlocal n_new
+        n_new += n
+        bar.update(n)
+
     try:
         with logging_redirect_tqdm():  # warnings get their own line, not glued to the bar
-            for start in range(0, len(pending), batch_size):
-                rows = _run_batch(method, backbone, benchmark, pending[start:start + batch_size],
-                                  spec.max_image_pixels)
-                store.add_samples(run_id, rows)
-                n_new += len(rows)
-                bar.update(len(rows))
+            run_shard(run, run.pending, on_rows=advance)
         bar.close()
-        log.info("scoring run %d with %s's official rule", run_id, spec.bench)
-        metrics, official = _score(store, run_id, benchmark)
-        metrics["peak_memory_mb"] = round(peak_memory_mb(described["device"]), 1)
-        store.finish_run(run_id, status="finished", metrics=metrics, official=official,
-                         peak_memory_mb=metrics["peak_memory_mb"])
-        if official:
-            save_score(store, run_id, spec.bench, official)
+        metrics, official = finalize(run)
     except KeyboardInterrupt as exc:
         bar.close()
         how = "terminated (SIGTERM)" if isinstance(exc, Terminated) else "interrupted by user"
-        store.finish_run(run_id, status="interrupted", metrics=None, official=None,
+        store.finish_run(run.run_id, status="interrupted", metrics=None, official=None,
                          error=f"{how} after {n_new} new samples; re-run the same command to resume")
         raise
     except Exception as exc:
-        store.finish_run(run_id, status="failed", metrics=None, official=None,
+        store.finish_run(run.run_id, status="failed", metrics=None, official=None,
                          error="".join(traceback.format_exception_only(type(exc), exc)).strip())
         raise
-    judged = _judge_finished_run(store, run_id, benchmark, spec) if spec.judge is not None else None
-    return RunReport(run_id=run_id, db_url=store.url, resumed=resumed, n_new=n_new, metrics=metrics,
+    judged = _judge_finished_run(store, run.run_id, p.benchmark, spec) if spec.judge is not None else None
+    return RunReport(run_id=run.run_id, db_url=store.url, resumed=run.resumed, n_new=n_new, metrics=metrics,
                      official=official, judged=judged)
 
 

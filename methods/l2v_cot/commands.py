@@ -41,11 +41,10 @@ def cmd_extract(args) -> int:
 
 
 def cmd_sweep(args) -> int:
-
     quiet_libraries()
     from harness.api import METHODS, coerce_options
 
-    from harness.run.runner import RunSpec, execute
+    from harness.run.runner import RunSpec, execute_plan, plan
 
     alphas = _float_list(args.alphas, "--alphas")
     layers = [x.strip() for x in args.layers.split(",") if x.strip()]
@@ -54,14 +53,17 @@ def cmd_sweep(args) -> int:
         raise ValueError("--alphas, --layers and --cutoffs each need at least one value")
     extra = coerce_options(METHODS.get("l2v-cot"), {**key_values(args.opt), **args.method_flags})
     grid = [(a, layer, k) for k in cutoffs for layer in layers for a in alphas]
-    rows = []
-    for i, (alpha, layer, cutoff) in enumerate(grid, 1):
+    plans = []
+    for alpha, layer, cutoff in grid:  # every point planned first: a bad value fails before any model loads
         options = {**extra, "vector": args.vector, "alpha": alpha, "layer": layer, "cutoff": cutoff,
                    "resample": args.resample}
-        spec = RunSpec(method="l2v-cot", bench=args.bench, model=args.model, method_options=options, data=args.data,
-                       split=args.split, limit=args.limit, seed=args.seed, batch_size=args.batch_size,
-                       device=args.device, dtype=args.dtype, db=args.db, progress=not args.no_progress)
-        report = execute(spec)  # each point is its own run; a finished one is resumed with nothing to compute
+        plans.append(plan(RunSpec(method="l2v-cot", bench=args.bench, model=args.model, method_options=options,
+                                  data=args.data, split=args.split, limit=args.limit, seed=args.seed,
+                                  batch_size=args.batch_size, device=args.device, dtype=args.dtype, db=args.db,
+                                  progress=not args.no_progress)))
+    rows = []
+    for i, ((alpha, layer, cutoff), point) in enumerate(zip(grid, plans), 1):
+        report = execute_plan(point)  # each point is its own run; a finished one is resumed with nothing to compute
         m = report.metrics
         rows.append({"alpha": alpha, "layer": layer, "cutoff": cutoff, "run_id": report.run_id,
                      "accuracy": m.get("accuracy"), "accuracy_se": m.get("accuracy_se"),
@@ -104,7 +106,9 @@ def cmd_analyze(args) -> int:
 def cmd_textside(args) -> int:
     import os
 
+    from harness.run.store import Store, check_url
 
+    check_url(args.db)  # a bad --db fails before minutes of scoring
     os.environ.setdefault("HF_DATASETS_OFFLINE", "1")  # the local tasks never download
     quiet_libraries()
     from methods.l2v_cot.textside import run_textside
@@ -112,8 +116,9 @@ def cmd_textside(args) -> int:
     tasks = [t.strip() for t in args.tasks.split(",") if t.strip()]
     rows = run_textside(args.model, tasks, vector=args.vector, alpha=args.alpha, layer=args.layer,
                         source_layer=args.source_layer, cutoff=args.cutoff, resample=args.resample,
-                        positions=args.positions, limit=args.limit, batch_size=args.batch_size,
-                        max_gen_toks=args.max_gen_toks, device=args.device, dtype=args.dtype, db=args.db)
+                        steer=args.steer, limit=args.limit, batch_size=args.batch_size,
+                        max_gen_toks=args.max_gen_toks, device=args.device, dtype=args.dtype)
+    Store(args.db).add_text_metrics(rows)
     if args.json:
         print(json.dumps(rows, indent=2, default=str))
         return 0
@@ -150,7 +155,7 @@ def add_commands(sub) -> None:
     q.set_defaults(handler=cmd_extract)
 
     q = l2v.add_parser("sweep", help="alpha x layer (x cutoff) grid, each point its own stored run",
-                       description="Extra --name VALUE flags are l2v-cot options (e.g. --positions all).")
+                       description="Extra --name VALUE flags are l2v-cot options (e.g. --steer all).")
     q.add_argument("--bench", required=True)
     q.add_argument("--model", required=True, help="the VLM")
     q.add_argument("--vector", required=True)
@@ -197,7 +202,7 @@ def add_commands(sub) -> None:
     q.add_argument("--source-layer", type=int, default=-1)
     q.add_argument("--cutoff", type=int, default=200)
     q.add_argument("--resample", choices=["lmn", "interp"], default="lmn")
-    q.add_argument("--positions", choices=["first", "all"], default="first")
+    q.add_argument("--steer", choices=["first", "all"], default="first", help="which positions are steered")
     q.add_argument("--limit", type=int)
     q.add_argument("--batch-size", type=int, default=8)
     q.add_argument("--max-gen-toks", type=int, default=256, help="default when a task sets none")

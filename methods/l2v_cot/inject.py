@@ -3,7 +3,7 @@
 :func:`steering` is a context manager that adds forward hooks to decoder layers (a VLM's
 ``backbone.decoder_layers()``, or a plain LLM's ``model.model.layers``) and removes them on exit.
 
-Position policy (``positions=``):
+Steering policy (``steer=``, which positions are steered):
 
 * ``"first"`` — the reference's behaviour: the first position of every forward call. With a KV
   cache that is one token of the prompt during the prefill and then every generated token (each
@@ -23,7 +23,7 @@ from __future__ import annotations
 import contextlib
 from typing import Iterator
 
-POSITIONS = ("first", "all")
+STEER = ("first", "all")
 
 
 def map_layer(source_layer: int, source_depth: int, target_depth: int) -> int:
@@ -58,7 +58,7 @@ def _first_real(mask, n: int, batch: int, device):
         select[:, 0] = True
         return select
     if mask.dim() != 2 or mask.shape[1] < n:
-        raise RuntimeError(f"steering positions='first' needs the 2-D padding mask of the call, got shape "
+        raise RuntimeError(f"steering 'first' needs the 2-D padding mask of the call, got shape "
                            f"{tuple(mask.shape)} for {n} positions")
     recent = mask[:, -n:].to(device) != 0
     first = recent.int().argmax(dim=-1)  # index of the first True (0 for an all-pad row)
@@ -67,7 +67,7 @@ def _first_real(mask, n: int, batch: int, device):
 
 
 @contextlib.contextmanager
-def steering(decoder, layers, vectors: dict, alpha: float, positions: str = "first") -> Iterator[dict]:
+def steering(decoder, layers, vectors: dict, alpha: float, steer: str = "first") -> Iterator[dict]:
     """Steer ``layers[i]`` with ``vectors[i]`` (unit vectors of the layers' width) while active.
 
     ``decoder`` is the module that runs the layers and receives the ``attention_mask`` (the
@@ -76,8 +76,8 @@ def steering(decoder, layers, vectors: dict, alpha: float, positions: str = "fir
     """
     import torch
 
-    if positions not in POSITIONS:
-        raise ValueError(f"unknown positions {positions!r}; choose one of: {', '.join(POSITIONS)}")
+    if steer not in STEER:
+        raise ValueError(f"unknown steering policy {steer!r}; choose one of: {', '.join(STEER)}")
     for index in vectors:
         if not 0 <= index < len(layers):
             raise ValueError(f"layer {index} is out of range ({len(layers)} decoder layers: 0..{len(layers) - 1})")
@@ -91,7 +91,7 @@ def steering(decoder, layers, vectors: dict, alpha: float, positions: str = "fir
         def hook(_module, _args, output):
             hidden = output[0] if isinstance(output, tuple) else output
             batch, n = hidden.shape[:2]
-            if positions == "all":
+            if steer == "all":
                 select = torch.ones(batch, n, dtype=torch.bool, device=hidden.device)
             else:
                 select = _first_real(call["mask"], n, batch, hidden.device)

@@ -13,7 +13,7 @@ from harness.api.types import MethodOutput, Query
 
 from harness.api import register_method
 from ..baselines import DirectAnswer, final_answer_segment
-from .inject import POSITIONS, map_layer, steering
+from .inject import STEER, map_layer, steering
 from .vectors import DirectionFile, file_sha256, load_directions
 
 # spectral.py imports torch: loaded inside the functions, so `harness list` stays instant.
@@ -75,7 +75,7 @@ class L2VCoT(DirectAnswer):
         source_layer: int = -1  # which layer of the vector file; -1: the file's only one
         cutoff: int = 200  # low-pass: highest frequency kept (reference 200; 900 for LLaVA-NeXT-8B); -1: none
         resample: str = "lmn"  # "lmn" (frequency domain, the paper's) or "interp" (the ablation)
-        positions: str = "first"  # "first" (the reference's: first position of every forward call) or "all"
+        steer: str = "first"  # which positions: "first" (the reference's: first of every forward call) or "all"
         max_new_tokens: int = 512
         instruction: str = DirectAnswer.Options.instruction
         open_instruction: str = DirectAnswer.Options.open_instruction
@@ -87,8 +87,8 @@ class L2VCoT(DirectAnswer):
             raise ValueError("l2v-cot needs --vector FILE (a direction file from `harness l2v extract`)")
         if o.resample not in TRANSFER_METHODS:
             raise ValueError(f"--resample must be one of: {', '.join(TRANSFER_METHODS)}; got {o.resample!r}")
-        if o.positions not in POSITIONS:
-            raise ValueError(f"--positions must be one of: {', '.join(POSITIONS)}; got {o.positions!r}")
+        if o.steer not in STEER:
+            raise ValueError(f"--steer must be one of: {', '.join(STEER)}; got {o.steer!r}")
         if str(o.layer) != "auto":
             try:
                 int(o.layer)
@@ -125,5 +125,5 @@ class L2VCoT(DirectAnswer):
         if self._prepared_for is not backbone:
             self.prepare(backbone)
         with steering(backbone.language_model, backbone.decoder_layers(), {self.target_layer: self.direction},
-                      self.options.alpha, self.options.positions):
+                      self.options.alpha, self.options.steer):
             return super().run(backbone, queries)

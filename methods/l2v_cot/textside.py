@@ -34,7 +34,7 @@ class Steer:
     direction: object  # torch.Tensor [D]
     layer: int
     alpha: float
-    positions: str = "first"
+    steer: str = "first"  # which positions (inject.STEER)
 
 
 class TextGenerator(ABC):
@@ -54,7 +54,7 @@ class TextGenerator(ABC):
             return contextlib.nullcontext()
         decoder, layers = self.decoder()
         return steering(decoder, layers, {self.steer.layer: self.steer.direction}, self.steer.alpha,
-                        self.steer.positions)
+                        self.steer.steer)
 
     def decoder(self):
         """(decoder module, its layers) for the injection hooks; only steered generators need it."""
@@ -260,12 +260,11 @@ def load_generator(model_id: str, *, device: str = "auto", dtype: str = "auto") 
 
 def run_textside(model_id: str, tasks: list[str], *, vector: str | None = None, alpha: float = 0.5,
                  layer: str = "auto", source_layer: int = -1, cutoff: int = 200, resample: str = "lmn",
-                 positions: str = "first", limit: int | None = None, batch_size: int = 8,
-                 max_gen_toks: int = 256, device: str = "auto", dtype: str = "auto", db: str | None = None,
+                 steer: str = "first", limit: int | None = None, batch_size: int = 8,
+                 max_gen_toks: int = 256, device: str = "auto", dtype: str = "auto",
                  progress: Callable[[str], None] = print) -> list[dict]:
-    """Score ``model_id`` unsteered, and steered with ``vector`` when given; store and return the rows."""
-    from harness.run.store import Store
-
+    """Score ``model_id`` unsteered, and steered with ``vector`` when given; the rows for
+    ``Store.add_text_metrics`` (the command stores them: a method never writes to the store)."""
     from .method import resolve_layer, transferred_direction
     from .vectors import file_sha256, load_directions
 
@@ -274,7 +273,7 @@ def run_textside(model_id: str, tasks: list[str], *, vector: str | None = None, 
         vectors, sha = load_directions(vector), file_sha256(vector)
         source = vectors.pick_layer(None if source_layer < 0 else source_layer)
     generator = load_generator(model_id, device=device, dtype=dtype)
-    common = {"tasks": list(tasks), "limit": limit, "cutoff": cutoff, "resample": resample, "positions": positions,
+    common = {"tasks": list(tasks), "limit": limit, "cutoff": cutoff, "resample": resample, "steer": steer,
               "vector_source_model": vectors.metadata.get("model") if vectors else None}
     rows = []
     progress(f"scoring {model_id} unsteered on {', '.join(tasks)}")
@@ -284,11 +283,10 @@ def run_textside(model_id: str, tasks: list[str], *, vector: str | None = None, 
     if vectors is not None:
         target = resolve_layer(layer, vectors, source, generator.depth)
         direction = transferred_direction(vectors, source, generator.hidden_size, cutoff, resample)
-        generator.steer = Steer(direction, target, alpha, positions)
+        generator.steer = Steer(direction, target, alpha, steer)
         progress(f"scoring {model_id} steered (alpha {alpha}, layer {target}) on {', '.join(tasks)}")
         rows += metric_rows(evaluate(generator, tasks, limit=limit, batch_size=batch_size,
                                      max_gen_toks=max_gen_toks),
                             model=model_id, steered=True, vector_sha=sha, vector_path=vector, alpha=alpha,
                             layer=target, config={**common, "source_layer": source})
-    Store(db).add_text_metrics(rows)
     return rows
