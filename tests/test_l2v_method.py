@@ -9,8 +9,9 @@ import pytest
 import torch
 
 from harness.api import DataError, Query
+from harness.backbones.text import load_causal_lm
 from methods.l2v_cot.extract import (COT_SUFFIX, DEFAULT_PAIRS, DIRECT_SUFFIX, contrast_texts, extract, llm_states,
-                                     load_llm, load_pairs)
+                                     load_pairs)
 from methods.l2v_cot.inject import map_layer, steer_hidden, steering
 from methods.l2v_cot.method import L2VCoT, check_cutoff, resolve_layer
 from methods.l2v_cot.spectral import transfer
@@ -26,7 +27,7 @@ def llm_dir(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def llm(llm_dir):
-    return load_llm(str(llm_dir), device="cpu", dtype="float32")
+    return load_causal_lm(str(llm_dir), device="cpu", dtype="float32")
 
 
 @pytest.fixture(scope="module")
@@ -99,10 +100,11 @@ def test_vector_file_round_trips(llm_dir, vector_file, llm):
     assert meta["data_sha256"] == file_sha256(DEFAULT_PAIRS)
     # Per-sample directions are exactly h(long) - h(short) at the hooked layer, and the stored mean is theirs.
     model, tokenizer = llm
-    from methods.l2v_cot.extract import directions_from, llm_chat
+    from harness.backbones.text import causal_lm_chat
+    from methods.l2v_cot.extract import directions_from
 
     expected = directions_from(lambda texts: llm_states(model, tokenizer, texts, [1]), load_pairs(DEFAULT_PAIRS,
-                               "still2", n=12), "still2", llm_chat(tokenizer))[1]
+                               "still2", n=12), "still2", causal_lm_chat(tokenizer))[1]
     assert loaded.directions[1].shape == (12, 48)
     assert torch.allclose(loaded.directions[1], expected, atol=1e-5)
     assert torch.allclose(loaded.mean(1), loaded.directions[1].mean(0), atol=1e-6)

@@ -298,14 +298,14 @@ def test_exports_escape_what_they_print():
 def test_mcnemar_exact_equals_the_binomial_test(b, c):
     from scipy.stats import binomtest
 
-    from leaderboard.stats import mcnemar_exact
+    from harness.analysis.paired import mcnemar_exact
 
     expected = 1.0 if b + c == 0 else binomtest(min(b, c), b + c, 0.5).pvalue
     assert mcnemar_exact(b, c) == pytest.approx(expected, rel=1e-9)
 
 
 def test_paired_bootstrap_equals_its_definition():
-    from leaderboard.stats import paired_bootstrap
+    from harness.analysis.paired import paired_bootstrap
 
     rng = np.random.default_rng(1)
     a = (rng.random(60) < 0.4).astype(float)

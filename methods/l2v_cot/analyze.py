@@ -53,19 +53,20 @@ def analyze(llm: str, vlm: str, pairs_path: str | Path, *, llm_layer: int | None
     """Directions of both models on the same pairs; their dispersion figures (see module doc)."""
     from harness.backbones import load_backbone
 
-    from .extract import (backbone_chat, backbone_states, directions_from, llm_chat, llm_decoder, llm_states,
-                          load_llm, load_pairs)
+    from harness.backbones.text import causal_lm_chat, causal_lm_decoder, load_causal_lm
+
+    from .extract import backbone_chat, backbone_states, directions_from, llm_states, load_pairs
     from .inject import map_layer
     from .method import check_cutoff
     from .vectors import file_sha256
 
     pairs = load_pairs(pairs_path, contrast, n)
-    model, tokenizer = load_llm(llm, device=device, dtype=dtype)
-    llm_depth = len(llm_decoder(model)[1])
+    model, tokenizer = load_causal_lm(llm, device=device, dtype=dtype)
+    llm_depth = len(causal_lm_decoder(model)[1])
     check_cutoff(cutoff, model.config.hidden_size, model.config.hidden_size)  # before any work
     source = llm_depth // 2 if llm_layer is None else (llm_layer + llm_depth if llm_layer < 0 else llm_layer)
     U_llm = directions_from(lambda texts: llm_states(model, tokenizer, texts, [source], batch_size),
-                            pairs, contrast, llm_chat(tokenizer))[source]
+                            pairs, contrast, causal_lm_chat(tokenizer))[source]
     llm_width = model.config.hidden_size
     del model
 

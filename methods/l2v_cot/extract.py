@@ -29,6 +29,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
+from harness.backbones.text import causal_lm_chat, causal_lm_decoder, load_causal_lm
+
 log = logging.getLogger("harness")
 
 CONTRASTS = ("still2", "prompt")
@@ -113,50 +115,6 @@ def contrast_texts(pairs: list[ContrastPair], contrast: str,
             [chat(p.question) + p.short_answer for p in pairs])
 
 
-# -- the source LLM ----------------------------------------------------------------------------
-def load_llm(model_id: str, *, device: str = "auto", dtype: str = "auto", revision: str | None = None):
-    """A plain causal LM and its tokenizer (``from_pretrained``, never ``trust_remote_code``)."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    from harness.backbones import ModelLoadError, resolve_device_dtype
-
-    device, torch_dtype = resolve_device_dtype(device, dtype)
-    try:
-        model = AutoModelForCausalLM.from_pretrained(model_id, revision=revision, dtype=torch_dtype)
-        tokenizer = AutoTokenizer.from_pretrained(model_id, revision=revision)
-    except (OSError, ValueError) as exc:
-        raise ModelLoadError(f"cannot load LLM {model_id!r}: {str(exc).splitlines()[0]} (pass a local "
-                             "causal-LM folder or a hub id; `harness tiny-model --family qwen2` writes a tiny one)"
-                             ) from None
-    tokenizer.padding_side = "left"
-    if tokenizer.pad_token_id is None:
-        tokenizer.pad_token = tokenizer.eos_token
-    return model.to(device).eval(), tokenizer
-
-
-def llm_decoder(model):
-    """(the decoder stack, its layers) of a plain HF causal LM.
-
-    Llama/Qwen2/Mistral-style ``*ForCausalLM`` keep the decoder in ``model.model`` and its layers
-    in ``model.model.layers``; the backbone interface covers VLMs only, so this is the LLM's
-    counterpart of ``Backbone.language_model`` / ``Backbone.decoder_layers()``.
-    """
-    decoder = getattr(model, "model", None)
-    layers = getattr(decoder, "layers", None)
-    if layers is None:
-        raise ValueError(f"{type(model).__name__} has no model.model.layers; only Llama/Qwen2-style causal LMs "
-                         "are supported as the source LLM")
-    return decoder, layers
-
-
-def llm_chat(tokenizer) -> Callable[[str], str]:
-    """The tokenizer's chat template (user turn + generation prompt), or a plain Q/A frame without one."""
-    if getattr(tokenizer, "chat_template", None):
-        return lambda text: tokenizer.apply_chat_template([{"role": "user", "content": text}],
-                                                          add_generation_prompt=True, tokenize=False)
-    return lambda text: f"Question: {text}\nAnswer: "
-
-
 def _last_token_states(forward: Callable, layers, indices: list[int]) -> dict:
     """Run ``forward()`` with hooks on ``layers[indices]``; each layer's output at the last position."""
     captured = {}
@@ -188,7 +146,7 @@ def llm_states(model, tokenizer, texts: list[str], layers: list[int], batch_size
     """{layer: [len(texts), n]} last-token outputs of the LLM's decoder layers."""
     import torch
 
-    decoder, stack = llm_decoder(model)
+    decoder, stack = causal_lm_decoder(model)
     layers = _check_layers(layers, len(stack), "source LLM")
     device = next(model.parameters()).device
     chunks: dict[int, list] = {index: [] for index in layers}
@@ -249,11 +207,11 @@ def extract(llm: str, pairs_path: str | Path, layers: list[int], out: str | Path
     from .vectors import file_sha256, save_directions
 
     pairs = load_pairs(pairs_path, contrast, n)  # bad data fails before the model loads
-    model, tokenizer = load_llm(llm, device=device, dtype=dtype, revision=revision)
-    _, stack = llm_decoder(model)
+    model, tokenizer = load_causal_lm(llm, device=device, dtype=dtype, revision=revision)
+    _, stack = causal_lm_decoder(model)
     layers = _check_layers(layers, len(stack), "source LLM")
     directions = directions_from(lambda texts: llm_states(model, tokenizer, texts, layers, batch_size),
-                                 pairs, contrast, llm_chat(tokenizer))
+                                 pairs, contrast, causal_lm_chat(tokenizer))
     metadata = {
         "model": llm, "model_revision": model_fingerprint(llm, revision), "num_layers": len(stack),
         "hidden_size": model.config.hidden_size, "n": len(pairs), "contrast": contrast,

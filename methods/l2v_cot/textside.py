@@ -96,16 +96,16 @@ class CausalLMText(TextGenerator):
     """A plain causal LM (the source LLM): its chat template, ``model.generate``."""
 
     def __init__(self, model, tokenizer, model_id: str, steer: Steer | None = None):
-        from .extract import llm_chat
+        from harness.backbones.text import causal_lm_chat
 
         super().__init__(steer)
         self.model, self.tokenizer, self.name = model, tokenizer, model_id
-        self.chat = llm_chat(tokenizer)
+        self.chat = causal_lm_chat(tokenizer)
 
     def decoder(self):
-        from .extract import llm_decoder
+        from harness.backbones.text import causal_lm_decoder
 
-        return llm_decoder(self.model)
+        return causal_lm_decoder(self.model)
 
     @property
     def hidden_size(self) -> int:
@@ -252,9 +252,9 @@ def load_generator(model_id: str, *, device: str = "auto", dtype: str = "auto") 
         from harness.backbones import load_backbone
 
         return BackboneText(load_backbone(model_id, device=device, dtype=dtype))
-    from .extract import load_llm
+    from harness.backbones.text import load_causal_lm
 
-    model, tokenizer = load_llm(model_id, device=device, dtype=dtype)
+    model, tokenizer = load_causal_lm(model_id, device=device, dtype=dtype)
     return CausalLMText(model, tokenizer, model_id)
 
 
