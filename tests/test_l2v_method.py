@@ -15,7 +15,8 @@ from methods.l2v_cot.extract import (COT_SUFFIX, DEFAULT_PAIRS, DIRECT_SUFFIX, c
 from methods.l2v_cot.inject import map_layer, steer_hidden, steering
 from methods.l2v_cot.method import L2VCoT, check_cutoff, resolve_layer
 from methods.l2v_cot.spectral import transfer
-from methods.l2v_cot.vectors import file_sha256, load_directions
+from harness.api.hashing import file_sha256
+from methods.l2v_cot.vectors import load_directions
 
 
 @pytest.fixture(scope="module")

@@ -92,7 +92,7 @@ def test_textside_lm_is_the_backbone_with_and_without_the_injection(backbone, ve
 def test_textside_command_stores_linked_rows(llm_dir, tiny_model_dirs, vector_file, tmp_path, capsys):
     from harness.cli import main
     from harness.run.store import Store
-    from methods.l2v_cot.vectors import file_sha256
+    from harness.api.hashing import file_sha256
 
     db = f"sqlite:///{tmp_path / 'h.db'}"
     model = str(tiny_model_dirs["llava"])

@@ -58,7 +58,7 @@ def analyze(llm: str, vlm: str, pairs_path: str | Path, *, llm_layer: int | None
     from .extract import backbone_chat, backbone_states, directions_from, llm_states, load_pairs
     from .inject import map_layer
     from .method import check_cutoff
-    from .vectors import file_sha256
+    from harness.api.hashing import file_sha256
 
     pairs = load_pairs(pairs_path, contrast, n)
     model, tokenizer = load_causal_lm(llm, device=device, dtype=dtype)

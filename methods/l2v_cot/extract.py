@@ -204,7 +204,9 @@ def extract(llm: str, pairs_path: str | Path, layers: list[int], out: str | Path
 
     from harness.backbones import model_fingerprint
 
-    from .vectors import file_sha256, save_directions
+    from harness.api.hashing import file_sha256
+
+    from .vectors import save_directions
 
     pairs = load_pairs(pairs_path, contrast, n)  # bad data fails before the model loads
     model, tokenizer = load_causal_lm(llm, device=device, dtype=dtype, revision=revision)

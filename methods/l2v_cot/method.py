@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import dataclasses
 
-from harness.api.types import MethodOutput, Query
+from harness.api import MethodOutput, Query, register_method
+from harness.api.hashing import file_sha256
 
-from harness.api import register_method
 from ..baselines import DirectAnswer, final_answer_segment
 from .inject import STEER, map_layer, steering
-from .vectors import DirectionFile, file_sha256, load_directions
+from .vectors import DirectionFile, load_directions
 
 # spectral.py imports torch: loaded inside the functions, so `harness list` stays instant.
 TRANSFER_METHODS = ("lmn", "interp")  # = spectral.TRANSFER_METHODS (a test checks)

@@ -266,7 +266,9 @@ def run_textside(model_id: str, tasks: list[str], *, vector: str | None = None, 
     """Score ``model_id`` unsteered, and steered with ``vector`` when given; the rows for
     ``Store.add_text_metrics`` (the command stores them: a method never writes to the store)."""
     from .method import resolve_layer, transferred_direction
-    from .vectors import file_sha256, load_directions
+    from harness.api.hashing import file_sha256
+
+    from .vectors import load_directions
 
     vectors = sha = None
     if vector:
