@@ -463,7 +463,7 @@ def launch(app: gr.Blocks, *, host: str = "127.0.0.1", port: int = 7860, block: 
     """
     import logging
 
-    from harness.commands.leaderboard import PortInUse
+    from .ports import PortInUse
 
     logging.getLogger("httpx").setLevel(logging.WARNING)  # Gradio's requests to itself, one INFO line each
     try:

@@ -229,7 +229,7 @@ def test_a_cli_subprocess_prints_one_line(room):
 
 
 def test_port_helpers_do_not_need_a_database():
-    from harness.commands.leaderboard import check_port
+    from leaderboard.ports import check_port
 
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
