@@ -2,7 +2,8 @@
 
 All three are plain prompting on the same backbone, so their accuracy and token cost are the
 reference points for the latent methods. Prompts are data (class attributes), stored in the run's
-config through ``Options``.
+config through ``Options``. Imports ``harness.api`` only; declared in pyproject.toml's
+``harness.methods`` group.
 """
 from __future__ import annotations
 
