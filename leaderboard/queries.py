@@ -19,11 +19,11 @@ from typing import Any, Iterable
 import pandas as pd
 from sqlalchemy import event, func, inspect, or_, select
 
-from harness.run.store import ReportedResult, Run, Sample, Score, Store, with_liveness
+from harness.run.store import ReportedResult, Run, SampleRow, Score, Store, with_liveness
 
 from .names import backbone_key, backbone_name, benchmark_from_paper, method_from_paper
 
-runs_t, samples_t, scores_t, reported_t = (Run.__table__, Sample.__table__, Score.__table__,
+runs_t, samples_t, scores_t, reported_t = (Run.__table__, SampleRow.__table__, Score.__table__,
                                            ReportedResult.__table__)
 
 KINDS = ("official", "judge", "rule-based", "reported")

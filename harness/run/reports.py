@@ -9,10 +9,10 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any, Iterable, Iterator
 
-from harness.run.store import STALE, Sample, Store, stale_after_s
+from harness.run.store import STALE, SampleRow, Store, stale_after_s
 
 _SAMPLE_COLUMNS = ["run_id", "method", "model", "benchmark"] + [
-    c.name for c in Sample.__table__.columns if c.name != "run_id"]
+    c.name for c in SampleRow.__table__.columns if c.name != "run_id"]
 
 
 def _fmt(x: Any, spec: str = ".2f") -> str:

@@ -121,7 +121,8 @@ class Run(Base):
     heartbeat_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
 
-class Sample(Base):
+class SampleRow(Base):
+    """One stored answer of a run (the benchmark item itself is ``harness.api.Sample``)."""
     __tablename__ = "samples"
     # (run_id, position): the leaderboard's run page pages a run's rows in data order.
     __table_args__ = (UniqueConstraint("run_id", "uid"), Index("ix_samples_run_position", "run_id", "position"))
@@ -232,7 +233,7 @@ class TextSideMetric(Base):
 
 RUN_FIELDS = frozenset(c.name for c in Run.__table__.columns) - {"id"}
 OWNER_FIELDS = ("owner_host", "owner_pid", "owner_started")
-SAMPLE_FIELDS = frozenset(c.name for c in Sample.__table__.columns) - {"id", "run_id"}
+SAMPLE_FIELDS = frozenset(c.name for c in SampleRow.__table__.columns) - {"id", "run_id"}
 # Kept as they were when a run is resumed; everything else passed in is refreshed.
 _KEEP_ON_RESUME = frozenset({"key", "status", "started_at", "finished_at", "metrics", "official",
                              "peak_memory_mb", "error"})
@@ -800,7 +801,7 @@ class Store:
                         setattr(run, k, v)
                     run.status, run.updated_at, run.finished_at, run.error = "running", now, None, None
                     run.heartbeat_at = now
-                    done = set(s.scalars(select(Sample.uid).where(Sample.run_id == run.id)))
+                    done = set(s.scalars(select(SampleRow.uid).where(SampleRow.run_id == run.id)))
                     return run.id, done, True
             run = Run(**{**fields, **owner, "key": key, "status": "running",
                          "started_at": fields.get("started_at") or now, "updated_at": now, "heartbeat_at": now})
@@ -840,13 +841,13 @@ class Store:
 
         def tx(s: Session) -> None:
             uids = [row.get("uid") for row in rows]
-            done = set(s.scalars(select(Sample.uid).where(Sample.run_id == run_id,
-                                                          Sample.uid.in_(uids))))
+            done = set(s.scalars(select(SampleRow.uid).where(SampleRow.run_id == run_id,
+                                                          SampleRow.uid.in_(uids))))
             for row in rows:
                 if row.get("uid") in done:
                     continue
                 done.add(row.get("uid"))
-                s.add(Sample(**{**row, "run_id": run_id}))
+                s.add(SampleRow(**{**row, "run_id": run_id}))
             s.flush()  # surfaces bad rows here, inside the transaction
             now = utcnow()
             s.execute(update(Run).where(Run.id == run_id).values(updated_at=now, heartbeat_at=now))
@@ -936,8 +937,8 @@ class Store:
         """The runs table's stored columns and each run's row count (a correlated count over the
         (run_id) index: only the runs selected are counted)."""
         t = Run.__table__
-        n = (select(func.count()).select_from(Sample.__table__)
-             .where(Sample.__table__.c.run_id == t.c.id).correlate(t).scalar_subquery())
+        n = (select(func.count()).select_from(SampleRow.__table__)
+             .where(SampleRow.__table__.c.run_id == t.c.id).correlate(t).scalar_subquery())
         cols = [c for c in t.columns if c.name in self.run_columns]
         return select(*cols, n.label("n_samples"))
 
@@ -983,12 +984,12 @@ class Store:
         """Samples by position, fetched in keyset pages so no read transaction stays open long."""
         last: tuple[int, int] | None = None
         while True:
-            q = select(Sample).where(Sample.run_id == run_id)
+            q = select(SampleRow).where(SampleRow.run_id == run_id)
             if last is not None:
-                q = q.where(or_(Sample.position > last[0],
-                                and_(Sample.position == last[0], Sample.id > last[1])))
+                q = q.where(or_(SampleRow.position > last[0],
+                                and_(SampleRow.position == last[0], SampleRow.id > last[1])))
             with self._read() as s:
-                page = [_as_dict(x) for x in s.scalars(q.order_by(Sample.position, Sample.id).limit(batch))]
+                page = [_as_dict(x) for x in s.scalars(q.order_by(SampleRow.position, SampleRow.id).limit(batch))]
             yield from page
             if len(page) < batch:
                 return
