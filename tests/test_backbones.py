@@ -4,6 +4,8 @@ from __future__ import annotations
 import pytest
 import torch
 
+from harness.latent.decode import decode
+
 PROMPTS = ["What colour is the shape?", "Which shape is shown? Options: (A) circle (B) square (C) triangle"]
 ATOL = 2e-5  # fp32 on CPU; a position off by one moves logits by far more (see below)
 
@@ -54,7 +56,7 @@ def test_wrong_positions_would_be_caught(backbone, images):
 def test_greedy_decode_through_the_cache_matches_generate(backbone, images):
     generations = backbone.generate(images, PROMPTS, max_new_tokens=8)
     state, _ = backbone.prefill(backbone.build_inputs(images, PROMPTS))
-    decoded = backbone.greedy_decode(state, max_new_tokens=8)
+    decoded = decode(backbone, state, max_new_tokens=8)
     for generation, ids in zip(generations, decoded):
         assert backbone.finish(ids, generation.input_tokens).token_ids == generation.token_ids
         assert generation.generated_tokens == len(generation.token_ids) > 0
@@ -110,7 +112,7 @@ def test_qwen_mrope_positions(tiny_model_dirs, images):
     from harness.backbones import load_backbone
 
     mrope = load_backbone(str(tiny_model_dirs["qwen2-vl"]), device="cpu", dtype="float32")
-    flat = load_backbone(str(tiny_model_dirs["qwen2-vl"]), device="cpu", dtype="float32", positions="1d")
+    flat = load_backbone(str(tiny_model_dirs["qwen2-vl"]), device="cpu", dtype="float32", rope="1d")
     inputs = mrope.build_inputs(images, PROMPTS)
     positions, start = mrope.prefill_positions(inputs)
     assert positions.shape[0] == 3

@@ -5,7 +5,9 @@ import pytest
 import torch
 from PIL import Image, ImageDraw
 
-from methods.ivt_lr.model import latent_loop_cached, latent_loop_reference, select_patches
+from harness.latent.decode import decode
+from harness.latent.select import top_k_positions
+from methods.ivt_lr.policy import latent_loop_cached, latent_loop_reference
 
 PROMPTS = ["What colour is the shape?", "Which shape is shown? Options: (A) circle (B) square (C) triangle"]
 ATOL = 1e-5  # fp32 on CPU, latents (final-norm hidden states)
@@ -24,13 +26,13 @@ def big_images():
     return [[_shape((112, 112), (220, 30, 30))], [_shape((84, 112), (30, 30, 220))]]
 
 
-@pytest.fixture(scope="module", params=[("qwen2-vl", "1d"), ("qwen2-vl", "native"), ("llava", "native")],
+@pytest.fixture(scope="module", params=[("qwen2-vl", "1d"), ("qwen2-vl", "mrope"), ("llava", "mrope")],
                 ids=lambda p: f"{p[0]}-{p[1]}")
 def ivt_backbone(request, tiny_model_dirs):
     from harness.backbones import load_backbone
 
-    family, positions = request.param
-    return load_backbone(str(tiny_model_dirs[family]), device="cpu", dtype="float32", positions=positions)
+    family, rope = request.param
+    return load_backbone(str(tiny_model_dirs[family]), device="cpu", dtype="float32", rope=rope)
 
 
 @pytest.mark.parametrize("top_k", [3, 5])
@@ -46,7 +48,7 @@ def test_cached_loop_equals_reference_recomputation(ivt_backbone, big_images, to
     for a, b in zip(cached.latents, reference.latents):
         torch.testing.assert_close(a, b, atol=ATOL, rtol=0)
     torch.testing.assert_close(cached_state.logits, reference_state.logits, atol=LOGIT_ATOL, rtol=0)
-    assert ivt_backbone.greedy_decode(cached_state, 8) == ivt_backbone.greedy_decode(reference_state, 8)
+    assert decode(ivt_backbone, cached_state, 8) == decode(ivt_backbone, reference_state, 8)
 
 
 def test_selected_patches_are_distinct_image_positions(ivt_backbone, big_images):
@@ -63,7 +65,7 @@ def test_selected_patches_are_distinct_image_positions(ivt_backbone, big_images)
 def test_a_batch_equals_each_sample_alone(ivt_backbone, big_images):
     batch = ivt_backbone.build_inputs(big_images, PROMPTS)
     state, trace = latent_loop_cached(ivt_backbone, batch, 3, 5)
-    decoded = ivt_backbone.greedy_decode(state, 6)
+    decoded = decode(ivt_backbone, state, 6)
     for b in range(2):
         alone = ivt_backbone.build_inputs([big_images[b]], [PROMPTS[b]])
         state1, trace1 = latent_loop_cached(ivt_backbone, alone, 3, 5)
@@ -73,13 +75,13 @@ def test_a_batch_equals_each_sample_alone(ivt_backbone, big_images):
             assert torch.equal(picked_batch, step_alone[0][step_alone[0] >= 0])
         for latent_batch, latent_alone in zip(trace.latents, trace1.latents):
             torch.testing.assert_close(latent_batch[b], latent_alone[0], atol=ATOL, rtol=0)
-        assert ivt_backbone.greedy_decode(state1, 6)[0] == decoded[b]
+        assert decode(ivt_backbone, state1, 6)[0] == decoded[b]
 
 
 def test_latents_and_patches_land_where_expected(tiny_model_dirs, big_images):
     from harness.backbones import load_backbone
 
-    backbone = load_backbone(str(tiny_model_dirs["qwen2-vl"]), device="cpu", dtype="float32", positions="1d")
+    backbone = load_backbone(str(tiny_model_dirs["qwen2-vl"]), device="cpu", dtype="float32", rope="1d")
     inputs = backbone.build_inputs(big_images[:1], PROMPTS[:1])
     state, trace, embeds = latent_loop_reference(backbone, inputs, 3, 4)
     prompt_len = inputs["input_ids"].shape[1]
@@ -98,26 +100,26 @@ def test_latents_and_patches_land_where_expected(tiny_model_dirs, big_images):
     torch.testing.assert_close(full.logits[:, -1], state.logits, atol=LOGIT_ATOL, rtol=0)
 
 
-def test_select_patches_definition():
+def test_top_k_positions_definition():
     row = torch.tensor([[0.30, 0.05, 0.20, 0.11, 0.25, 0.09], [0.1, 0.2, 0.3, 0.1, 0.2, 0.1]])
     available = torch.tensor([[False, True, True, True, True, True], [True, False, False, False, True, False]])
-    index, valid = select_patches(row, available, 3)
+    index, valid = top_k_positions(row, available, 3)
     # Sample 0: position 0 (0.30) is used up; the best available are 4, 2, 3, returned in position order.
     assert index[0].tolist() == [2, 3, 4] and valid[0].all()
     # Sample 1 has only two available positions: the third slot is padding.
     assert index[1, :2].tolist() == [0, 4] and valid[1].tolist() == [True, True, False]
 
 
-def test_position_modes_change_the_latents(tiny_model_dirs, big_images):
+def test_rope_modes_change_the_latents(tiny_model_dirs, big_images):
     from harness.backbones import load_backbone
 
     path = str(tiny_model_dirs["qwen2-vl"])
     latents = {}
-    for mode in ("native", "1d"):
-        backbone = load_backbone(path, device="cpu", dtype="float32", positions=mode)
+    for mode in ("mrope", "1d"):
+        backbone = load_backbone(path, device="cpu", dtype="float32", rope=mode)
         _, trace = latent_loop_cached(backbone, backbone.build_inputs(big_images[:1], PROMPTS[:1]), 2, 3)
         latents[mode] = trace.latents[-1]
-    assert (latents["native"] - latents["1d"]).abs().max() > 1e-3
+    assert (latents["mrope"] - latents["1d"]).abs().max() > 1e-3
 
 
 def test_method_options_and_outputs(tiny_model_dirs, big_images):
@@ -129,7 +131,7 @@ def test_method_options_and_outputs(tiny_model_dirs, big_images):
     with pytest.raises(ValueError, match="unknown mode"):
         cls(mode="fast")
     method = cls(latent_steps=2, top_k_patches=3, max_new_tokens=5)
-    assert method.backbone_options() == {"positions": "1d"}
+    assert method.backbone_options() == {"rope": "1d"}
     backbone = load_backbone(str(tiny_model_dirs["qwen2-vl"]), device="cpu", dtype="float32",
                              **method.backbone_options())
     queries = [Query(images=imgs, question=p, choices=[]) for imgs, p in zip(big_images, PROMPTS)]

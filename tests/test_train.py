@@ -9,7 +9,8 @@ import re
 import pytest
 import torch
 
-from harness.train.loop import TrainConfig
+from harness.api.recipe import TrainConfig
+from harness.latent.train import total_loss
 from methods.ivt_lr.model import LATENT_TOKENS
 from methods.ivt_lr.train import IVTLRRecipe, flat_sequence, split_rationale, stage_layout
 
@@ -22,15 +23,15 @@ def m3cot_data(tmp_path_factory):
 
 
 def _config(tiny_model_dirs, data, out, **overrides) -> TrainConfig:
-    options = {"top_k_patches": 4, "init_token": "the", **overrides.pop("options", {})}
+    options = {"top_k_patches": 4, "init_token": "the", "epochs_per_stage": 1, **overrides.pop("options", {})}
     base = dict(method="ivt-lr", bench="m3cot", model=str(tiny_model_dirs["qwen2-vl"]), data=str(data), out=str(out),
-                epochs_per_stage=1, batch_size=2, lora_r=4, lora_dropout=0.0, lr=1e-3, options=options)
+                batch_size=2, lora_r=4, lora_dropout=0.0, lr=1e-3, options=options)
     return TrainConfig(**{**base, **overrides})
 
 
 def _recipe(config):
     from harness.backbones import load_backbone
-    from harness.train.data import read_examples
+    from harness.data.readers import read_examples
 
     recipe = IVTLRRecipe(config)
     backbone = load_backbone(config.model, device="cpu", dtype="float32", **recipe.backbone_options())
@@ -83,7 +84,7 @@ def test_a_training_step_lowers_the_loss_on_a_fixed_batch(tiny_model_dirs, m3cot
     module.train()
     losses = []
     for _ in range(6):
-        loss = module(**batch)
+        loss = total_loss(module(**batch))
         losses.append(loss.item())
         loss.backward()
         optimizer.step()
@@ -102,7 +103,8 @@ def test_grad_through_latents_flag(tiny_model_dirs, m3cot_data, tmp_path):
     results = {}
     for flag in (False, True):
         module.grad_through_latents = flag
-        loss, trace = module(**batch, return_trace=True)
+        named, trace = module(**batch, return_trace=True)
+        loss = total_loss(named)
         loss.backward()
         grads = {n: p.grad.clone() for n, p in module.named_parameters() if p.grad is not None}
         module.zero_grad()
@@ -139,8 +141,8 @@ def test_train_save_load_run_end_to_end(tiny_model_dirs, m3cot_data, tmp_path):
     method.prepare(loaded)
     assert len(loaded.tokenizer) >= loaded.model.get_input_embeddings().weight.shape[0] - 0
     with_adapter = load_backbone(str(tiny_model_dirs["qwen2-vl"]), device="cpu", dtype="float32")
-    from harness.train.adapters import LoraSettings, add_tokens, attach_lora
-    from harness.train.checkpoint import load_tensors
+    from harness.latent.adapters import LoraSettings, add_tokens, attach_lora
+    from harness.latent.checkpoint import load_tensors
 
     add_tokens(with_adapter, LATENT_TOKENS, rows=load_tensors(out, "new_embeddings"), vocab_size=saved["vocab_size"])
     attach_lora(with_adapter, LoraSettings.from_dict(saved["lora"]))
@@ -149,8 +151,21 @@ def test_train_save_load_run_end_to_end(tiny_model_dirs, m3cot_data, tmp_path):
     assert (_logits(loaded)[..., :base_logits.shape[-1]] - base_logits).abs().max() > 1e-4
 
     # A checkpoint trained with 1-D positions refuses to run with M-RoPE.
-    with pytest.raises(ValueError, match="positions"):
-        METHODS.get("ivt-lr")(checkpoint=str(out), positions="native").prepare(
+    with pytest.raises(ValueError, match="rope"):
+        METHODS.get("ivt-lr")(checkpoint=str(out), rope="mrope").prepare(
+            load_backbone(str(tiny_model_dirs["qwen2-vl"]), device="cpu", dtype="float32"))
+    # A checkpoint written before the rename (its config says "positions": "1d") loads the same way.
+    import shutil
+
+    legacy = tmp_path / "legacy-ckpt"
+    shutil.copytree(out, legacy)
+    legacy_config = {k: v for k, v in saved.items() if k != "rope"}
+    (legacy / "config.json").write_text(json.dumps({**legacy_config, "positions": "1d"}))
+    old = load_backbone(str(tiny_model_dirs["qwen2-vl"]), device="cpu", dtype="float32")
+    METHODS.get("ivt-lr")(checkpoint=str(legacy)).prepare(old)
+    torch.testing.assert_close(_logits(old), _logits(loaded), atol=1e-5, rtol=0)
+    with pytest.raises(ValueError, match="rope"):
+        METHODS.get("ivt-lr")(checkpoint=str(legacy), rope="mrope").prepare(
             load_backbone(str(tiny_model_dirs["qwen2-vl"]), device="cpu", dtype="float32"))
 
     db = f"sqlite:///{tmp_path / 'h.db'}"
@@ -209,7 +224,7 @@ def test_published_checkpoint_maps_onto_this_model(tiny_model_dirs, tmp_path):
     4.51 names, vocabulary + 3, `embedding.weight`), saved with torch.save, loads with weights_only and
     gives the source model's logits."""
     from harness.backbones import load_backbone
-    from harness.train.adapters import LoraSettings, add_tokens, attach_lora
+    from harness.latent.adapters import LoraSettings, add_tokens, attach_lora
     from harness.api import METHODS
 
     path = str(tiny_model_dirs["qwen2-vl"])
@@ -249,7 +264,7 @@ def test_published_checkpoint_maps_onto_this_model(tiny_model_dirs, tmp_path):
 def test_scienceqa_original_release_reader(tmp_path):
     from PIL import Image
 
-    from harness.train.data import read_examples
+    from harness.data.readers import read_examples
 
     problems = {
         "7": {"question": "Which is red?", "choices": ["apple", "sky"], "answer": 0, "hint": "Look closely.",

@@ -132,7 +132,7 @@ def load_backbone(model_id: str, *, device: str = "auto", dtype: str = "auto", r
 
 
 def __getattr__(name):  # the classes import torch: load them only when asked for
-    if name in ("Backbone", "DecodeState", "ForwardResult", "Generation"):
+    if name in ("Backbone", "DecodeState", "ForwardResult", "Generation", "capture_layers"):
         from harness.backbones import base
 
         return getattr(base, name)

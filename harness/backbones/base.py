@@ -5,7 +5,7 @@ questions latent methods need: chat-templated inputs, token embeddings, where th
 the decoder layers, a forward on ``inputs_embeds`` that appends to a KV cache with the right
 positions, hidden states at any layer, and the attention of a query position over the image
 positions. Family subclasses answer only what differs between families: the positions
-(Qwen2-VL's 3-D M-RoPE vs 1-D) and which config field names the image token.
+(Qwen2-VL's 3-D M-RoPE vs 1-D, the ``rope`` mode) and which config field names the image token.
 
 The prefill runs the model's own multimodal forward (so each family's image packing is HF's), with
 a pre-hook on the language model capturing the merged ``inputs_embeds``; everything after the
@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import contextlib
 from dataclasses import dataclass, field
-from typing import Callable, ClassVar, Iterator
+from typing import Callable, ClassVar, Iterable, Iterator
 
 import torch
 from torch import nn
@@ -60,15 +60,16 @@ class Backbone:
     family: ClassVar[str] = ""
     model_types: ClassVar[tuple[str, ...]] = ()
 
-    # "native": the positions the family was trained with (Qwen2-VL's M-RoPE grid for images);
+    # The rotary position mode. "mrope": the positions the family was trained with (Qwen2-VL's 3-D
+    # M-RoPE, a 2-D grid for image tokens; 1-D families have only 1-D positions, so for them it is "1d");
     # "1d": plain 0..T-1 for every token, which is what some reference codes feed (IVT-LR's).
-    # For 1-D families both are the same. Methods ask for a mode; they never ask for the family.
-    POSITION_MODES: ClassVar[tuple[str, ...]] = ("native", "1d")
+    # Methods ask for a mode; they never ask for the family.
+    ROPE_MODES: ClassVar[tuple[str, ...]] = ("mrope", "1d")
 
-    def __init__(self, model, processor, *, model_id: str, revision: str = "", positions: str = "native"):
-        if positions not in self.POSITION_MODES:
-            raise ValueError(f"unknown position mode {positions!r}; choose one of: {', '.join(self.POSITION_MODES)}")
-        self.positions = positions
+    def __init__(self, model, processor, *, model_id: str, revision: str = "", rope: str = "mrope"):
+        if rope not in self.ROPE_MODES:
+            raise ValueError(f"unknown rope mode {rope!r}; choose one of: {', '.join(self.ROPE_MODES)}")
+        self.rope = rope
         self.model = model.eval()
         self.processor = processor
         self.tokenizer = processor.tokenizer
@@ -156,21 +157,11 @@ class Backbone:
         return start[:, None] + torch.arange(n, device=start.device)
 
     # -- forward -----------------------------------------------------------------------------
-    def _run_language_model(self, call: Callable, capture_layers, probe_attention: bool) -> ForwardResult:
-        layer_outputs: dict[int, torch.Tensor] = {}
-        handles = []
+    def _run_language_model(self, call: Callable, layer_indices, probe_attention: bool) -> ForwardResult:
         layers = self.decoder_layers()
-        for index in capture_layers or ():
-            def hook(_module, _args, output, index=index):
-                layer_outputs[index] = output[0] if isinstance(output, tuple) else output
-            handles.append(layers[index].register_forward_hook(hook))
         probe = attention_probe(layers) if probe_attention else contextlib.nullcontext(None)
-        try:
-            with probe as rows:
-                hidden = call()
-        finally:
-            for handle in handles:
-                handle.remove()
+        with capture_layers(layers, layer_indices or ()) as layer_outputs, probe as rows:
+            hidden = call()
         query_attention = None
         if probe_attention:
             query_attention = torch.stack([rows[i] for i in range(len(layers))]).mean(0)
@@ -267,7 +258,8 @@ class Backbone:
     def prefill_embeds(self, inputs_embeds: torch.Tensor, attention_mask: torch.Tensor, position_ids: torch.Tensor,
                        next_position: torch.Tensor) -> DecodeState:
         """A fresh KV cache from an already embedded sequence (e.g. a reference loop's final sequence),
-        ready for :meth:`greedy_decode`; ``next_position`` [B] is the position the next token gets."""
+        ready for decoding (``harness.latent.decode``); ``next_position`` [B] is the position the next
+        token gets."""
         from transformers import DynamicCache
 
         cache = DynamicCache(config=self.language_model.config)
@@ -304,25 +296,6 @@ class Backbone:
         input_tokens = inputs["attention_mask"].sum(-1).tolist()
         return [self.finish(ids.tolist(), n_in) for ids, n_in in zip(output[:, prompt_len:], input_tokens)]
 
-    @torch.no_grad()
-    def greedy_decode(self, state: DecodeState, max_new_tokens: int) -> list[list[int]]:
-        """Greedy decoding from a state (after a prefill or latent steps), through the KV cache."""
-        batch = state.logits.shape[0]
-        finished = torch.zeros(batch, dtype=torch.bool, device=self.device)
-        eos = torch.tensor(self.eos_token_ids, device=self.device)
-        tokens: list[torch.Tensor] = []
-        for _ in range(max_new_tokens):
-            next_ids = state.logits.argmax(-1)
-            next_ids = torch.where(finished, torch.full_like(next_ids, self.pad_token_id), next_ids)
-            tokens.append(next_ids)
-            finished |= torch.isin(next_ids, eos)
-            if finished.all():
-                break
-            self.append(state, self.embed_tokens(next_ids[:, None]))
-        if not tokens:
-            return [[] for _ in range(batch)]
-        return torch.stack(tokens, dim=1).tolist()
-
     def finish(self, ids: list[int], input_tokens: int) -> Generation:
         """Cut at the first EOS (counted as generated: the model spent a step on it), drop padding."""
         eos = set(self.eos_token_ids)
@@ -335,6 +308,34 @@ class Backbone:
             kept.pop()
         text = self.tokenizer.decode([t for t in kept if t not in eos], skip_special_tokens=True)
         return Generation(text=text, input_tokens=int(input_tokens), generated_tokens=len(kept), token_ids=kept)
+
+
+@contextlib.contextmanager
+def capture_layers(layers: nn.ModuleList, indices: Iterable[int],
+                   transform: Callable[[torch.Tensor], torch.Tensor] | None = None) -> Iterator[dict[int, torch.Tensor]]:
+    """Capture the outputs (hidden states [B, n, D]) of ``layers[i]`` for each ``i`` in ``indices``.
+
+    Yields a dict that each forward inside the block fills, ``{i: transform(hidden)}`` (``transform``
+    e.g. ``lambda h: h[:, -1].detach().float().cpu()`` keeps only what is needed; default: the tensor
+    itself, graph included); a later forward overwrites an earlier one's entry. The hooks are removed
+    when the block exits, also on an exception.
+    """
+    captured: dict[int, torch.Tensor] = {}
+    handles = []
+
+    def hook_for(index: int):
+        def hook(_module, _args, output):
+            hidden = output[0] if isinstance(output, tuple) else output
+            captured[index] = transform(hidden) if transform is not None else hidden
+        return hook
+
+    try:
+        for index in indices:
+            handles.append(layers[index].register_forward_hook(hook_for(index)))
+        yield captured
+    finally:
+        for handle in handles:
+            handle.remove()
 
 
 @contextlib.contextmanager

@@ -1,4 +1,4 @@
-"""The supported families. Each answers only what differs: positions and the model class to load."""
+"""The supported families. Each answers only what differs: positions (the rope mode) and the model class to load."""
 from __future__ import annotations
 
 import inspect
@@ -24,10 +24,10 @@ class LlavaBackbone(Backbone):
 class QwenVLBackbone(Backbone):
     """Qwen2-VL and Qwen2.5-VL: 3-D M-RoPE positions (temporal, height, width).
 
-    ``positions="native"`` (default) gives image tokens their 2-D grid positions from the model's
-    own ``get_rope_index`` and continues appended embeddings as text positions after the largest
-    one, as the model was trained. ``positions="1d"`` feeds plain 1-D positions 0..T-1 to all three
-    sections, which is what IVT-LR's published code does.
+    ``rope="mrope"`` (default) gives image tokens their 2-D grid positions from the model's own
+    ``get_rope_index`` and continues appended embeddings as text positions after the largest one, as
+    the model was trained. ``rope="1d"`` feeds plain 1-D positions 0..T-1 to all three sections,
+    which is what IVT-LR's published code does.
     """
 
     family = "qwen2-vl"
@@ -40,11 +40,13 @@ class QwenVLBackbone(Backbone):
         return Qwen2_5_VLForConditionalGeneration if model_type == "qwen2_5_vl" else Qwen2VLForConditionalGeneration
 
     def describe(self) -> dict:
-        return {**super().describe(), "positions": "mrope" if self.positions == "native" else "1d"}
+        # Key kept as "positions": describe() is part of every stored run's identity, so renaming it
+        # would give every Qwen2-VL run of every method a new run key.
+        return {**super().describe(), "positions": self.rope}
 
     def prefill_positions(self, inputs):
         has_vision = inputs.get("image_grid_thw") is not None or inputs.get("video_grid_thw") is not None
-        if not (self.positions == "native" and has_vision):
+        if not (self.rope == "mrope" and has_vision):
             positions, next_position = super().prefill_positions(inputs)
             return positions[None].expand(3, -1, -1), next_position
         get_rope_index = self.model.model.get_rope_index

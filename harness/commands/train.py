@@ -10,17 +10,16 @@ from harness.commands._common import quiet_libraries
 
 
 def cmd_train(args) -> int:
-    from harness.api import coerce_options
-
-    from harness.train.loop import TrainConfig, train
-    from harness.api import TRAINERS
+    from harness.api import TRAINERS, coerce_options
+    from harness.api.recipe import TrainConfig
+    from harness.train.loop import train
 
     recipe_cls = TRAINERS.get(args.method)
     options = coerce_options(recipe_cls, args.method_flags)
     quiet_libraries()
     config = TrainConfig(
         method=args.method, bench=args.bench, model=args.model, data=args.data, out=args.out, split=args.split,
-        epochs=args.epochs, epochs_per_stage=args.epochs_per_stage, max_steps=args.max_steps,
+        epochs=args.epochs, max_steps=args.max_steps,
         batch_size=args.batch_size, grad_accum=args.grad_accum, lr=args.lr, weight_decay=args.weight_decay,
         warmup_steps=args.warmup_steps, lr_schedule=args.lr_schedule, max_grad_norm=args.max_grad_norm,
         seed=args.seed, limit=args.limit, lora_r=args.lora_r, lora_alpha=args.lora_alpha,
@@ -39,7 +38,11 @@ def cmd_train(args) -> int:
 
 
 def add_commands(sub) -> None:
-    p = sub.add_parser("train", help="train a method (LoRA) on a benchmark's training data; resumable")
+    # The recipe's own options (e.g. --epochs-per-stage) arrive as extra
+    # --name VALUE flags (args.method_flags), so this parser never names a method's option.
+    p = sub.add_parser("train", help="train a method (LoRA) on a benchmark's training data; resumable",
+                       description="Extra --name VALUE flags are the trainer's own options (its Options, "
+                                   "e.g. --epochs-per-stage 4).")
     p.add_argument("--method", required=True, help="a registered trainer (ivt-lr)")
     p.add_argument("--bench", required=True, help="training data reader: m3cot or scienceqa")
     p.add_argument("--model", required=True, help="hub id or local checkpoint folder of the base VLM")
@@ -48,7 +51,6 @@ def add_commands(sub) -> None:
     p.add_argument("--out", required=True, help="checkpoint folder (new or empty; the same command resumes it)")
     p.add_argument("--split", default="train")
     p.add_argument("--epochs", type=int, help="total epochs (default: the recipe's; ivt-lr: E * (stages + 1))")
-    p.add_argument("--epochs-per-stage", type=int, default=4, help="curriculum: epochs per stage (default 4)")
     p.add_argument("--max-steps", type=int, help="stop (and save) after N optimizer steps")
     p.add_argument("--batch-size", type=int, default=4, help="per device")
     p.add_argument("--grad-accum", type=int, default=1, help="gradient accumulation steps")

@@ -1,4 +1,5 @@
-"""Training data readers: question (formatted as the benchmark formats it at evaluation), image
+"""The built-in training data readers (registered in ``harness.data.readers.READERS`` through the
+``harness.readers`` entry points): question (formatted as the benchmark formats it at evaluation), image
 references (undecoded), rationale and gold answer letter.
 
 - ``m3cot``: the train split of an M3CoT folder, through the ``m3cot`` benchmark's own loader
@@ -13,22 +14,12 @@ from __future__ import annotations
 
 import json
 import logging
-from dataclasses import dataclass, field
 from pathlib import Path
 
 from harness.api import BENCHMARKS, DataError, Sample
+from harness.data.readers import TrainExample, register_reader
 
 log = logging.getLogger("harness")
-READERS = ("m3cot", "scienceqa")
-
-
-@dataclass
-class TrainExample:
-    uid: str
-    question: str  # formatted by the benchmark's format_question (the prompt the method sees at evaluation)
-    rationale: str
-    answer: str  # gold option letter
-    image_refs: list = field(default_factory=list)
 
 
 def vlmeval_mcq_prompt(sample: Sample) -> str:
@@ -42,16 +33,8 @@ def vlmeval_mcq_prompt(sample: Sample) -> str:
     return prompt
 
 
-def read_examples(bench: str, data: str, split: str = "train", limit: int | None = None) -> list[TrainExample]:
-    if bench not in READERS:
-        raise ValueError(f"no training data reader for {bench!r}; available: {', '.join(READERS)}")
-    examples = _read_m3cot(data, split) if bench == "m3cot" else _read_scienceqa(data, split)
-    if not examples:
-        raise DataError(f"no {bench} training examples with an image and a rationale in {data} (split {split})")
-    return examples[:limit] if limit else examples
-
-
-def _read_m3cot(data: str, split: str) -> list[TrainExample]:
+@register_reader("m3cot")
+def read_m3cot(data: str, split: str) -> list[TrainExample]:
     benchmark = BENCHMARKS.get("m3cot")(data, split)
     examples, skipped = [], 0
     for position in range(len(benchmark)):
@@ -67,7 +50,8 @@ def _read_m3cot(data: str, split: str) -> list[TrainExample]:
     return examples
 
 
-def _read_scienceqa(data: str, split: str) -> list[TrainExample]:
+@register_reader("scienceqa")
+def read_scienceqa(data: str, split: str) -> list[TrainExample]:
     root = Path(data).expanduser()
     problems_path = root / "problems.json" if root.is_dir() else root
     if not problems_path.is_file():

@@ -27,6 +27,7 @@ from pathlib import Path
 import torch
 
 from .model import LATENT_TOKENS
+from .options import rope_from_legacy
 
 log = logging.getLogger("harness")
 WRAPPER_PREFIX = "base_causallm.base_model.model."
@@ -116,11 +117,11 @@ def check_base(backbone, config: dict, folder, allow_mismatch: bool) -> None:
     log.warning("%s; loading it anyway (--allow-base-mismatch)", described)
 
 
-def load_into_backbone(backbone, path: str, *, positions: str, instruction: str, published_lora_alpha: float,
+def load_into_backbone(backbone, path: str, *, rope: str, instruction: str, published_lora_alpha: float,
                        allow_base_mismatch: bool = False) -> None:
     target = Path(path).expanduser()
     if target.is_dir():
-        load_trained(backbone, target, positions=positions, instruction=instruction,
+        load_trained(backbone, target, rope=rope, instruction=instruction,
                      allow_base_mismatch=allow_base_mismatch)
     elif target.is_file():
         load_published(backbone, target, lora_alpha=published_lora_alpha)
@@ -128,14 +129,16 @@ def load_into_backbone(backbone, path: str, *, positions: str, instruction: str,
         raise FileNotFoundError(f"ivt-lr checkpoint {path} does not exist")
 
 
-def load_trained(backbone, folder: Path, *, positions: str, instruction: str, allow_base_mismatch: bool = False) -> None:
+def load_trained(backbone, folder: Path, *, rope: str, instruction: str, allow_base_mismatch: bool = False) -> None:
     """A `harness train --method ivt-lr` folder: new token rows, then the LoRA adapter merged in."""
-    from harness.train.adapters import LoraSettings, add_tokens, merge_adapter
-    from harness.train.checkpoint import load_tensors
+    from harness.latent.adapters import LoraSettings, add_tokens, merge_adapter
+    from harness.latent.checkpoint import load_tensors
 
     config = check_checkpoint(str(folder))
     check_base(backbone, config, folder, allow_base_mismatch)
-    for name, ours, theirs in (("positions", positions, config["positions"]),
+    # Checkpoints written before the rename record the mode as "positions" (1d | native).
+    trained_rope = config["rope"] if "rope" in config else rope_from_legacy(config["positions"])
+    for name, ours, theirs in (("rope", rope, trained_rope),
                                ("instruction", instruction, config["instruction"])):
         if ours != theirs:
             raise ValueError(f"checkpoint {folder} was trained with {name}={theirs!r} but this run uses {ours!r}; "
@@ -199,7 +202,7 @@ def map_published_state_dict(state: dict[str, torch.Tensor], model_keys: set[str
 
 def load_published(backbone, path: Path, *, lora_alpha: float) -> None:
     """A published IVT-LR ``model.pth`` (full fp32 state dict), LoRA merged, onto ``backbone``."""
-    from harness.train.adapters import add_tokens
+    from harness.latent.adapters import add_tokens
 
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)

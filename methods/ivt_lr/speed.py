@@ -19,7 +19,7 @@ import time
 
 import torch
 
-from .model import latent_loop_cached, latent_loop_reference
+from .policy import latent_loop_cached, latent_loop_reference
 
 FILLER = "Consider every detail of the picture and the question before answering. "
 

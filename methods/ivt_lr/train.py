@@ -1,7 +1,7 @@
 """IVT-LR's progressive training as a ``harness train`` recipe.
 
 Curriculum (the published recipe): the rationale is split into sentences (". ") and regrouped into
-``latent_steps`` steps (3); epoch ``e`` trains stage ``s = e // epochs_per_stage``; stage ``s``
+``latent_steps`` steps (3); the schedule gives each stage ``epochs_per_stage`` epochs; stage ``s``
 replaces the first ``s`` steps by ``s`` latent steps, so a training sequence reads
 
     prompt [V1] h1 ... [Vs] hs  step_{s+1}\\n ... step_n\\n  Therefore, the answer is X<eos>
@@ -16,11 +16,10 @@ import dataclasses
 import torch
 
 from harness.api import Recipe, register_trainer
+from harness.api.recipe import Schedule
 
 from .model import LATENT_TOKENS, IVTLRModel
-
-POSITION_MODES = ("1d", "native")
-
+from .options import SharedOptions, check_shared, prompt_text, rope_from_legacy
 
 def split_rationale(rationale: str, n_steps: int) -> list[str]:
     """Sentences (". "-separated, newlines flattened), regrouped into at most ``n_steps`` steps; the
@@ -63,37 +62,39 @@ class IVTLRRecipe(Recipe):
     benches = ("m3cot", "scienceqa")
 
     @dataclasses.dataclass
-    class Options:
-        latent_steps: int = 3  # rationale steps = the last stage's latent steps = K at inference
-        top_k_patches: int = 32
-        positions: str = "1d"  # as the published code; "native" = M-RoPE (see README)
+    class Options(SharedOptions):
+        epochs_per_stage: int = 4  # curriculum: epochs per stage (stages 0..latent_steps)
         grad_through_latents: bool = False  # published IVT-LR: False (latents are constants); Coconut: True
-        instruction: str = "Answer:"
         answer_template: str = "Therefore, the answer is {answer}"
         init_token: str = "<<"  # new token rows start from this token's rows (Coconut, IVT-LR)
 
     def __init__(self, config):
         super().__init__(config)
-        if self.options.positions not in POSITION_MODES:
-            raise ValueError(f"--positions must be one of {', '.join(POSITION_MODES)}")
+        check_shared(self.options)
+        if self.options.epochs_per_stage < 1:
+            raise ValueError(f"--epochs-per-stage must be at least 1, got {self.options.epochs_per_stage}")
         self.backbone = None
         self.new_token_ids: list[int] = []
 
     def backbone_options(self) -> dict:
-        return {"positions": self.options.positions}
+        return {"rope": self.options.rope}
 
-    def default_epochs(self) -> int:
-        return self.config.epochs_per_stage * (self.options.latent_steps + 1)
+    def schedule(self) -> Schedule:
+        return Schedule((self.options.epochs_per_stage,) * (self.options.latent_steps + 1))
 
-    def stage_of(self, epoch: int) -> int:
-        return epoch // max(self.config.epochs_per_stage, 1)
-
-    def progress_fields(self, epoch: int) -> dict:
-        return {"stage": self.stage_of(epoch)}
+    def upgrade_identity(self, saved: dict) -> dict:
+        """Checkpoints written before ``--epochs-per-stage`` became a recipe option and ``positions``
+        became ``rope``."""
+        options = dict(saved.get("options", {}))
+        if "epochs_per_stage" in saved:
+            options.setdefault("epochs_per_stage", saved.pop("epochs_per_stage"))
+        if "positions" in options:
+            options["rope"] = rope_from_legacy(options.pop("positions"))
+        return {**saved, "options": options}
 
     # -- model -------------------------------------------------------------------------------
     def setup(self, backbone):
-        from harness.train.adapters import add_tokens, attach_lora
+        from harness.latent.adapters import add_tokens, attach_lora
 
         self.backbone = backbone
         self.new_token_ids = add_tokens(backbone, LATENT_TOKENS, init_from=self.options.init_token)
@@ -102,22 +103,22 @@ class IVTLRRecipe(Recipe):
                           grad_through_latents=self.options.grad_through_latents)
 
     def lora_settings(self):
-        from harness.train.adapters import LoraSettings
+        from harness.latent.adapters import LoraSettings
 
         c = self.config
         return LoraSettings(r=c.lora_r, alpha=c.lora_alpha, dropout=c.lora_dropout,
                             targets=tuple(t.strip() for t in c.lora_targets.split(",") if t.strip()))
 
     def checkpoint_tensors(self, module) -> dict[str, dict]:
-        from harness.train.adapters import adapter_state, token_rows
+        from harness.latent.adapters import adapter_state, token_rows
 
         rows = token_rows(self.backbone, self.new_token_ids)
         return {"adapter": adapter_state(module.model),
                 "new_embeddings": {"input": rows["input"], "output": rows["output"]}}
 
     def restore(self, module, folder) -> None:
-        from harness.train.adapters import adapter_state
-        from harness.train.checkpoint import load_tensors
+        from harness.latent.adapters import adapter_state
+        from harness.latent.checkpoint import load_tensors
 
         adapter = load_tensors(folder, "adapter")
         if set(adapter) != set(adapter_state(module.model)):
@@ -131,18 +132,17 @@ class IVTLRRecipe(Recipe):
     def checkpoint_config(self) -> dict:
         o = self.options
         return {"recipe": "ivt-lr", "new_tokens": list(LATENT_TOKENS), "lora": self.lora_settings().to_dict(),
-                "positions": o.positions, "instruction": o.instruction, "latent_steps": o.latent_steps,
+                "rope": o.rope, "instruction": o.instruction, "latent_steps": o.latent_steps,
                 "top_k_patches": o.top_k_patches, "answer_template": o.answer_template,
                 "vocab_size": int(self.backbone.lm_head.weight.shape[0]) if self.backbone else None}
 
     # -- data --------------------------------------------------------------------------------
-    def epoch_items(self, examples, epoch: int) -> list[StageItem]:
-        stage = self.stage_of(epoch)
+    def epoch_items(self, examples, stage: int) -> list[StageItem]:
         o = self.options
         items = []
         for ex in examples:
             n_latent, text_steps = stage_layout(split_rationale(ex.rationale, o.latent_steps), stage, o.latent_steps)
-            prompt = f"{ex.question}\n{o.instruction}" if o.instruction else ex.question
+            prompt = prompt_text(ex.question, o.instruction)
             items.append(StageItem(uid=ex.uid, prompt=prompt, image_refs=ex.image_refs, n_latent=n_latent,
                                    text_steps=text_steps, answer_text=o.answer_template.format(answer=ex.answer)))
         return items

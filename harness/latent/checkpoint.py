@@ -2,7 +2,7 @@
 
 An output folder of ``harness train`` holds:
 
-- ``config.json``: the :class:`~harness.train.loop.TrainConfig` (as data) plus what the recipe adds
+- ``config.json``: the :class:`~harness.api.recipe.TrainConfig` (as data) plus what the recipe adds
   (new tokens, LoRA settings, prompt); written last, so its presence means the files beside it are whole;
 - ``<stem>.safetensors`` for each tensor group the recipe names (``adapter``, ``new_embeddings``);
 - ``progress.json``: epoch / step counters of the last save;
@@ -80,9 +80,10 @@ def read_config(folder: str | Path) -> dict:
     return json.loads(path.read_text())
 
 
-def resume_point(out: str | Path, identity: dict) -> dict | None:
+def resume_point(out: str | Path, identity: dict, upgrade=None) -> dict | None:
     """None for a fresh start (``out`` missing or empty); the saved progress when ``out`` is a
-    checkpoint of the same configuration; otherwise a one-line ``ValueError``."""
+    checkpoint of the same configuration; otherwise a one-line ``ValueError``. ``upgrade`` maps a
+    saved identity written by an older version to today's names before they are compared."""
     out = Path(out)
     if not out.exists() or not any(p for p in out.iterdir() if p.name != STAGING):
         return None
@@ -90,6 +91,8 @@ def resume_point(out: str | Path, identity: dict) -> dict | None:
         raise ValueError(f"--out {out} is not empty and is not a `harness train` checkpoint; "
                          "pass an empty or new folder")
     saved = json.loads((out / CONFIG).read_text()).get("train", {})
+    if upgrade is not None:
+        saved = upgrade(saved)
     if saved != identity:
         changed = sorted(k for k in set(saved) | set(identity) if saved.get(k) != identity.get(k))
         raise ValueError(f"--out {out} holds a checkpoint of another configuration (differs in: "
