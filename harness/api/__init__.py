@@ -15,6 +15,6 @@ from harness.api.types import BadImage, MethodOutput, Query, Sample, decode_imag
 __all__ = [
     "BENCHMARKS", "Benchmark", "DataError", "Grade", "NotAvailableYet", "register_benchmark",
     "METHODS", "Method", "coerce_options", "register_method",
-    "TRAINERS", "Recipe", "register_trainer",
+    "TRAINERS", "Recipe", "Schedule", "TrainConfig", "register_trainer",
     "PluginError", "Registry", "UnknownName", "BadImage", "MethodOutput", "Query", "Sample", "decode_image",
 ]

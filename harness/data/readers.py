@@ -2,7 +2,7 @@
 
 A reader is a function ``read(data: str, split: str) -> list[TrainExample]``, registered with
 ``@register_reader("name")`` in a module that the entry-point group declares (the built-in ``m3cot``
-and ``scienceqa`` readers live in :mod:`harness.train.data`). A recipe names the readers it trains
+and ``scienceqa`` readers live in :mod:`harness.data.training`). A recipe names the readers it trains
 on in ``Recipe.benches``. Stdlib only: nothing here imports torch.
 """
 from __future__ import annotations

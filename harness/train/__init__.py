@@ -7,7 +7,7 @@
   stages, batches, named losses, what a checkpoint holds).
 - :mod:`harness.latent.adapters` / :mod:`harness.latent.checkpoint`: LoRA and new tokens, and the
   safetensors checkpoints (shared with inference, which never imports this package).
-- :mod:`harness.train.data`: the built-in training data readers (M3CoT train split, ScienceQA's
+- :mod:`harness.data.training`: the built-in training data readers (M3CoT train split, ScienceQA's
   original release), registered in :data:`harness.data.readers.READERS`.
 
 Never import ``vlmeval`` on these paths: importing it switches autograd off globally.

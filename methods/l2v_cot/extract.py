@@ -115,23 +115,6 @@ def contrast_texts(pairs: list[ContrastPair], contrast: str,
             [chat(p.question) + p.short_answer for p in pairs])
 
 
-def _last_token_states(forward: Callable, layers, indices: list[int]) -> dict:
-    """Run ``forward()`` with hooks on ``layers[indices]``; each layer's output at the last position."""
-    captured = {}
-    handles = []
-    for index in indices:
-        def hook(_module, _args, output, index=index):
-            hidden = output[0] if isinstance(output, tuple) else output
-            captured[index] = hidden[:, -1].detach().float().cpu()
-        handles.append(layers[index].register_forward_hook(hook))
-    try:
-        forward()
-    finally:
-        for handle in handles:
-            handle.remove()
-    return captured
-
-
 def _check_layers(indices: list[int], depth: int, what: str) -> list[int]:
     out = []
     for index in indices:
@@ -146,6 +129,8 @@ def llm_states(model, tokenizer, texts: list[str], layers: list[int], batch_size
     """{layer: [len(texts), n]} last-token outputs of the LLM's decoder layers."""
     import torch
 
+    from harness.backbones.base import capture_layers  # imports torch: kept off `harness list`
+
     decoder, stack = causal_lm_decoder(model)
     layers = _check_layers(layers, len(stack), "source LLM")
     device = next(model.parameters()).device
@@ -157,11 +142,10 @@ def llm_states(model, tokenizer, texts: list[str], layers: list[int], batch_size
         # Positions from the first real token: left padding then changes nothing.
         positions = (mask.long().cumsum(-1) - 1).clamp(min=0)
 
-        def forward():
-            with torch.no_grad():
-                decoder(input_ids=batch["input_ids"], attention_mask=mask, position_ids=positions, use_cache=False)
-
-        for index, states in _last_token_states(forward, stack, layers).items():
+        # Each layer's output at the last position (the hook is the backbone's own: one capture routine).
+        with torch.no_grad(), capture_layers(stack, layers, lambda h: h[:, -1].detach().float().cpu()) as captured:
+            decoder(input_ids=batch["input_ids"], attention_mask=mask, position_ids=positions, use_cache=False)
+        for index, states in captured.items():
             chunks[index].append(states)
     return {index: torch.cat(parts) for index, parts in chunks.items()}
 
