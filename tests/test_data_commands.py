@@ -5,7 +5,7 @@ import pandas as pd
 import pytest
 
 from harness.cli import main
-from harness.commands.data import stratified
+from harness.data.subset import stratified
 from harness.testing.fixtures import write_all
 
 

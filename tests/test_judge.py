@@ -30,7 +30,7 @@ def _post(url: str, body: dict, headers: dict | None = None) -> dict:
 
 @pytest.fixture(scope="module")
 def vlmeval():
-    from harness.benchmarks.mmstar import import_vlmeval
+    from harness.benchmarks.vlmeval_common import import_vlmeval
 
     return import_vlmeval()
 

@@ -268,3 +268,20 @@ def test_format_judge_score():
     assert result["overall"] == {"correct": 1, "total": 2, "accuracy": 50.0}
     assert result["by_category"] == {"commonsense": {"correct": 1, "total": 2, "accuracy": 50.0}}
     assert result["by_topic"]["pets"]["total"] == 2
+
+
+def test_a_prediction_file_scores_through_the_benchmark_as_score_file_does(tmp_path):
+    """`harness score m3cot` reads the file with M3CoT.read_predictions and scores it with M3CoT.score: the
+    numbers are score_file's, with by_domain kept beside by_category."""
+    from harness.scoring.predictions import score_predictions
+
+    lines = [{"id": i, "answer": "AB"[i % 2], "choices": ["a cat", "a dog"], "domain": f"d{i % 3}", "topic": f"t{i % 2}",
+              "messages": ["q", answer]} for i, answer in enumerate(["(A)", "a dog", "", "(B)", "B", "no idea"])]
+    path = tmp_path / "pred.jsonl"
+    path.write_text("".join(json.dumps(line) + "\n" for line in lines))
+    official = score_file(path)
+    result = score_predictions("m3cot", path)
+    assert result == {"scoring": "official", "overall": official["overall"], "by_category": official["by_domain"],
+                      "by_domain": official["by_domain"], "by_topic": official["by_topic"]}
+    samples, answers = M3CoT().read_predictions(path)
+    assert [s.uid for s in samples] == [str(i) for i in range(6)] and answers[1] == "a dog"

@@ -10,7 +10,8 @@ import pandas as pd
 import pytest
 
 from harness.api import BadImage, DataError
-from harness.benchmarks.mmstar import MMStar, lmu_data_root
+from harness.benchmarks.mmstar import MMStar
+from harness.benchmarks.vlmeval_common import lmu_data_root
 from harness.testing.fixtures import MMSTAR_CATEGORIES, write_mmstar_fixture
 
 

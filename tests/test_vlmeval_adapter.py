@@ -21,7 +21,7 @@ def env(tmp_path_factory):
     patch = pytest.MonkeyPatch()
     patch.setenv("LMUData", str(root))
     patch.setenv("PRED_FORMAT", "tsv")
-    from harness.benchmarks.mmstar import import_vlmeval
+    from harness.benchmarks.vlmeval_common import import_vlmeval
 
     import_vlmeval()  # once per module: slow
     yield root

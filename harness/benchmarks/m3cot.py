@@ -3,7 +3,8 @@
 Reads the data from whatever a machine without hub access can be given: a ``datasets``
 ``save_to_disk`` folder (a DatasetDict or one Dataset), a parquet or jsonl file, or a folder of
 them. Rows are read by position on demand (memory-mapped arrow, one parquet row group at a time,
-jsonl lines by byte offset), so memory stays flat over a run; images stay undecoded.
+jsonl lines by byte offset), so memory stays flat over a run; images stay undecoded. The answer rule,
+the metric and the published prediction-file format are :mod:`harness.scoring.m3cot`'s (stdlib only).
 """
 from __future__ import annotations
 
@@ -15,8 +16,10 @@ from pathlib import Path
 from typing import Any
 
 from harness.api import Benchmark, DataError, Grade, Sample, register_benchmark
+from harness.api.benchmark import Judge
+from harness.api.scores import ScoreResult
 from harness.api.types import IMAGE_SUFFIXES
-from harness.scoring.m3cot import extract_choice, score_records
+from harness.scoring.m3cot import extract_choice, read_prediction_file, score_records
 
 DATA_HELP = (
     "pass --data DIR (a `datasets` save_to_disk folder of LightChen2333/M3CoT, or its parquet/jsonl "
@@ -325,7 +328,7 @@ class M3CoT(Benchmark):
         extracted = extract_choice(answer or "", sample.choices)
         return Grade(extracted=extracted, correct=extracted == sample.gold)
 
-    def score(self, samples: list[Sample], answers: list[str], judge=None) -> dict:
+    def score(self, samples: list[Sample], answers: list[str], judge: Judge | None = None) -> ScoreResult:
         records = [
             {
                 "answer": sample.gold,
@@ -343,3 +346,18 @@ class M3CoT(Benchmark):
             "by_category": result["by_domain"],
             "by_topic": result["by_topic"],
         }
+
+    # -- prediction files --------------------------------------------------------------------
+    def read_predictions(self, path: Path) -> tuple[list[Sample], list[str]]:
+        """M3CoT's published jsonl format (``id, answer, choices, domain, topic, messages``; the last message
+        is the answer). The samples come from the file itself: it needs no ``--data``."""
+        records = read_prediction_file(path)
+        samples = [Sample(uid=str(r["id"]), question="", gold=r["answer"], choices=r["choices"], category=r["domain"],
+                          meta={"domain": r["domain"], "topic": r["topic"]}) for r in records]
+        return samples, [r["prediction"] for r in records]
+
+    def score_predictions(self, path: Path, judge: Judge | None = None) -> ScoreResult:
+        result = super().score_predictions(path, judge=judge)
+        # `harness score m3cot` has always named the domains by_domain too (M3CoT's own word); kept for its readers.
+        return {"scoring": result["scoring"], "overall": result["overall"], "by_category": result["by_category"],
+                "by_domain": result["by_category"], "by_topic": result["by_topic"]}

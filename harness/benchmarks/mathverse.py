@@ -24,8 +24,10 @@ import string
 import tempfile
 
 from harness.api import Grade, Sample, register_benchmark
+from harness.api.benchmark import Judge
+from harness.api.scores import ScoreResult
 
-from harness.benchmarks.vlmeval_common import EMPTY, VLMEvalBenchmark, bucket, frame_dict, literal, text
+from harness.benchmarks.vlmeval_common import EMPTY, VLMEvalBenchmark, bucket, frame_dict, import_vlmeval, literal, text
 
 RULE_SCORER = "mathverse:letter-or-exact-number-rule (no judge)"
 _OPTION_LINE = re.compile(r"^\s*\(?([A-H])\)?\s*[:.：)]\s*(.*?)\s*$", re.MULTILINE)
@@ -67,6 +69,7 @@ def _number(value: str) -> float | None:
 
 def rule_verdict(question: str, answer: str, prediction: str, question_type: str = "") -> tuple[str, str]:
     """``(verdict, extracted)``: verdict is correct, wrong or undecided (only a judge could tell)."""
+    import_vlmeval()
     from vlmeval.utils import can_infer
 
     answer, prediction = str(answer).strip(), str(prediction).strip()
@@ -124,7 +127,7 @@ class MathVerse(VLMEvalBenchmark):
         verdict, extracted = rule_verdict(sample.question, sample.gold, answer, sample.meta.get("question_type", ""))
         return Grade(extracted=extracted, correct=verdict == "correct")
 
-    def score(self, samples: list[Sample], answers: list[str], judge=None) -> dict:
+    def score(self, samples: list[Sample], answers: list[str], judge: Judge | None = None) -> ScoreResult:
         samples, answers = list(samples), list(answers)
         if not samples:
             return {"scoring": "judge" if judge else "rule-based", "overall": dict(EMPTY), "by_category": {}}
@@ -157,7 +160,7 @@ class MathVerse(VLMEvalBenchmark):
                            "--judge-model for it)")
         return result
 
-    def _from_acc(self, acc, samples: list[Sample], hits: list[bool]) -> dict:
+    def _from_acc(self, acc, samples: list[Sample], hits: list[bool]) -> ScoreResult:
         raw = frame_dict(acc)
         counts: dict[str, list[int]] = {}
         for sample, hit in zip(samples, hits):

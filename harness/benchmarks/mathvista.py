@@ -27,9 +27,11 @@ import tempfile
 from typing import Any
 
 from harness.api import DataError, Grade, Sample, register_benchmark
+from harness.api.benchmark import Judge
+from harness.api.scores import ScoreResult
 
-from harness.benchmarks.vlmeval_common import (EMPTY, VLMEvalBenchmark, bucket, frame_dict, list_of_strings_cell, literal,
-                             plain, text)
+from harness.benchmarks.vlmeval_common import (EMPTY, VLMEvalBenchmark, bucket, frame_dict, import_vlmeval,
+                                               list_of_strings_cell, literal, plain, text)
 
 RULE_SCORER = "mathvista:vlmeval-prefetch-rule (no judge)"
 
@@ -38,6 +40,7 @@ def rule_verdict(line: dict) -> tuple[str, str, Any]:
     """``(verdict, extracted, res)`` of VLMEvalKit's rule stage on one answer: verdict is correct, wrong
     or undecided (the rule reads nothing it can compare; the official judge would decide); ``res`` is
     what ``MathVista_auxeval`` stores for it when no judge answers (the prefetched value, else '')."""
+    import_vlmeval()
     from vlmeval.dataset.utils.mathvista import list_to_dict, post_check
     from vlmeval.utils import can_infer
 
@@ -126,7 +129,7 @@ class MathVista(VLMEvalBenchmark):
         verdict, extracted, _ = rule_verdict(self.line(sample, answer))
         return Grade(extracted=extracted, correct=verdict == "correct")
 
-    def score(self, samples: list[Sample], answers: list[str], judge=None) -> dict:
+    def score(self, samples: list[Sample], answers: list[str], judge: Judge | None = None) -> ScoreResult:
         samples, answers = list(samples), list(answers)
         if not samples:
             return {"scoring": "judge" if judge else "rule-based", "overall": dict(EMPTY), "by_category": {}}
@@ -158,7 +161,7 @@ class MathVista(VLMEvalBenchmark):
                            "the official score (pass --judge-url/--judge-model for it)")
         return result
 
-    def _from_acc(self, acc, samples: list[Sample]) -> dict:
+    def _from_acc(self, acc, samples: list[Sample]) -> ScoreResult:
         raw = frame_dict(acc)
         table = {name: (tot, hit) for name, tot, hit in zip(raw["Task&Skill"], raw["tot"], raw["hit"])}
         tasks = sorted({s.category for s in samples})

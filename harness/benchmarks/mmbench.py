@@ -5,15 +5,17 @@ VLMEvalKit scores every dataset whose name contains "mmbench" with circular eval
 correct only if every rotation is answered correctly (``mcq_circular_eval``). The official number is
 the fraction of rotation groups passed, overall and per ``category`` / ``l2-category``.
 
-A subset must therefore keep whole groups: :meth:`MMBench.score` scores only the groups whose every
-rotation is among the given samples and reports how many were left out (``harness data subset``
-writes group-preserving subsets; a plain ``--limit`` can cut groups).
+A subset must therefore keep whole groups (:meth:`MMBench.units` are the groups): :meth:`MMBench.score`
+scores only the groups whose every rotation is among the given samples and reports how many were left
+out (``harness data subset`` writes group-preserving subsets; a plain ``--limit`` can cut groups).
 """
 from __future__ import annotations
 
 import logging
 
 from harness.api import Sample, register_benchmark
+from harness.api.benchmark import Judge
+from harness.api.scores import ScoreResult
 
 from harness.benchmarks.vlmeval_common import EMPTY, read_hits, VLMEvalMCQBenchmark, bucket, frame_dict
 
@@ -38,6 +40,7 @@ class MMBench(VLMEvalMCQBenchmark):
                         "l2-category", "comment", "split")
     meta_columns = ("l2-category", "source", "split")
     confusable = ("mmstar",)
+    units_label = "rotation groups"
 
     def sample(self, position: int) -> Sample:
         sample = super().sample(position)
@@ -51,7 +54,11 @@ class MMBench(VLMEvalMCQBenchmark):
             out.setdefault(group_of(index), []).append(str(index))
         return out
 
-    def score(self, samples: list[Sample], answers: list[str], judge=None) -> dict:
+    def units(self) -> list[list[int]]:
+        """The rotation groups, as positions (a question and its rotated copies stay together)."""
+        return [[self._positions[uid] for uid in uids] for uids in self.groups().values()]
+
+    def score(self, samples: list[Sample], answers: list[str], judge: Judge | None = None) -> ScoreResult:
         samples, answers = list(samples), list(answers)
         self.check_samples(samples, answers)
         given = {s.uid for s in samples}

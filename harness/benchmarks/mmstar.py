@@ -9,20 +9,13 @@ accuracy overall and per ``category``).
 """
 from __future__ import annotations
 
-from pathlib import Path
-
 from harness.api import register_benchmark
-
-from harness.benchmarks.vlmeval_common import VLMEvalMCQBenchmark, build_command, import_vlmeval, lmu_data_root  # noqa: F401
+from harness.benchmarks.vlmeval_common import VLMEvalMCQBenchmark, build_command
 
 VLMEVAL_NAME = "MMStar"  # VLMEvalKit's name: evaluate() picks its scoring logic from it
 REQUIRED_COLUMNS = ("index", "question", "answer", "A", "B", "C", "D", "category", "image")
 OFFICIAL_COLUMNS = ("index", "question", "answer", "A", "B", "C", "D", "category", "l2_category", "image")
 BUILD_COMMAND = build_command(VLMEVAL_NAME)
-
-
-def default_data_path() -> Path:
-    return lmu_data_root() / f"{VLMEVAL_NAME}.tsv"
 
 
 @register_benchmark("mmstar")

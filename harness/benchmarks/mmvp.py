@@ -5,13 +5,16 @@ VLMEvalKit applies the pair metric (``report_acc_MMVP``: a pair counts only if b
 questions are answered correctly; "Overall") only when the dataset name is exactly ``MMVP``; the
 benchmark keeps that name whatever the file is called. It also reports the per-question accuracy
 ("Average"). Pairs are rows ``2i, 2i+1`` in index order and must share their question; a subset
-must keep whole pairs, so :meth:`MMVP.score` scores only complete pairs and counts the others.
+must keep whole pairs (:meth:`MMVP.units`), so :meth:`MMVP.score` scores only complete pairs and counts
+the others.
 """
 from __future__ import annotations
 
 import logging
 
 from harness.api import DataError, Sample, register_benchmark
+from harness.api.benchmark import Judge
+from harness.api.scores import ScoreResult
 
 from harness.benchmarks.vlmeval_common import EMPTY, read_hits, VLMEvalMCQBenchmark, bucket, frame_dict, text
 
@@ -28,6 +31,7 @@ class MMVP(VLMEvalMCQBenchmark):
     required_columns = ("index", "question", "answer", "A", "B", "image")
     official_columns = ("index", "question", "A", "B", "answer", "category", "image")
     confusable = ("mmstar", "mmbench", "mathvista", "mathverse")
+    units_label = "pairs"
 
     def validate_table(self, table) -> None:
         ordered = table.sort_values(by="index", kind="stable").reset_index(drop=True)
@@ -57,7 +61,15 @@ class MMVP(VLMEvalMCQBenchmark):
             self._pairs = self.pairs()
         return self._pairs
 
-    def score(self, samples: list[Sample], answers: list[str], judge=None) -> dict:
+    def units(self) -> list[list[int]]:
+        """The question pairs, as positions (both questions of a pair stay together)."""
+        pair_of = self.pairs_cache()
+        by_pair: dict[int, list[int]] = {}
+        for position, index in enumerate(self.dataset.data["index"]):
+            by_pair.setdefault(pair_of[str(index)], []).append(position)
+        return list(by_pair.values())
+
+    def score(self, samples: list[Sample], answers: list[str], judge: Judge | None = None) -> ScoreResult:
         samples, answers = list(samples), list(answers)
         self.check_samples(samples, answers)
         pair_of = self.pairs_cache()

@@ -9,11 +9,13 @@ category in "Overall" too, as ``POPE_rating`` explodes the categories first).
 from __future__ import annotations
 
 from harness.api import DataError, Grade, Sample, register_benchmark
+from harness.api.benchmark import Judge
+from harness.api.scores import Bucket, ScoreResult
 
 from harness.benchmarks.vlmeval_common import EMPTY, VLMEvalBenchmark, frame_dict, text
 
 
-def _metrics(raw: dict, row: int) -> dict:
+def _metrics(raw: dict, row: int) -> dict[str, float | None]:
     return {name: round(raw[column][row], 2) if raw[column][row] is not None else None
             for name, column in (("f1", "Overall"), ("accuracy", "acc"), ("precision", "precision"),
                                  ("recall", "recall"))}
@@ -44,7 +46,7 @@ class POPE(VLMEvalBenchmark):
         extracted = YOrN_Extraction(str(answer))
         return Grade(extracted=extracted, correct=extracted == sample.gold)
 
-    def score(self, samples: list[Sample], answers: list[str], judge=None) -> dict:
+    def score(self, samples: list[Sample], answers: list[str], judge: Judge | None = None) -> ScoreResult:
         samples, answers = list(samples), list(answers)
         if not samples:
             return {"scoring": "official", "overall": dict(EMPTY), "by_category": {}, "vlmeval": {}}
@@ -63,7 +65,7 @@ class POPE(VLMEvalBenchmark):
                 c[0] += hit
                 c[1] += 1
 
-        def block(key: str) -> dict:
+        def block(key: str) -> Bucket:
             # counts are the per-answer judgements; the metrics are VLMEvalKit's POPE_rating
             return {"correct": correct[key][0], "total": correct[key][1], **_metrics(raw, rows[key])}
 

@@ -1,5 +1,6 @@
 """What every VLMEvalKit benchmark shares: the lazy import, the TSV reader, the local dataset class,
-and a :class:`VLMEvalBenchmark` base that loads and scores through VLMEvalKit's own dataset class.
+VLMEvalKit's prediction-file format, and a :class:`VLMEvalBenchmark` base that loads and scores through
+VLMEvalKit's own dataset class.
 
 The data is VLMEvalKit's TSV for the benchmark (``$LMUData/NAME.tsv``; base64 images; a short
 ``image`` cell names another row's index). A subclass of VLMEvalKit's class reads that file
@@ -10,7 +11,9 @@ table VLMEvalKit's inference writes (the TSV's columns without ``image``, plus `
 temporary folder and calls ``dataset.evaluate`` on it.
 
 ``import vlmeval`` is slow (~10 s) and has process-wide side effects, so it happens lazily, once,
-through :func:`import_vlmeval`, which undoes the ones the harness must not inherit.
+through :func:`import_vlmeval`, which undoes the ones the harness must not inherit. It is the one guard:
+every function of ``harness.benchmarks`` that imports from ``vlmeval`` calls it (or loads the dataset,
+which does) first.
 """
 from __future__ import annotations
 
@@ -28,7 +31,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, ClassVar
 
-from harness.api import BadImage, Benchmark, DataError, Grade, Sample
+from harness.api import BENCHMARKS, BadImage, Benchmark, DataError, Grade, Sample
+from harness.api.benchmark import Judge
+from harness.api.scores import Bucket, ScoreResult
 from harness.api.types import IMAGE_SUFFIXES
 
 log = logging.getLogger(__name__)
@@ -102,17 +107,20 @@ def build_command(vlmeval_name: str) -> str:
     return f"python -c \"from vlmeval.dataset import build_dataset; build_dataset('{vlmeval_name}')\""
 
 
-_LOCAL_CLASSES: dict[str, type] = {}
+_LOCAL_CLASSES: dict[tuple[str, bool], type] = {}
 
 
-def local_dataset(class_name: str, vlmeval_name: str, table):
-    """An instance of VLMEvalKit's ``class_name`` named ``vlmeval_name`` over an already-read table.
+def vlmeval_dataset_over_table(class_name: str, vlmeval_name: str, table, dump_images: bool = False):
+    """An instance of VLMEvalKit's ``class_name`` named ``vlmeval_name`` over an already-read (and checked:
+    :meth:`VLMEvalBenchmark.load_table`) table.
 
     The name maps to no URL and no md5 on the instance, so nothing can trigger ``prepare_tsv``'s
-    re-download; ``load_data`` returns the given table anyway. ``dump_image`` writes nothing (the
-    harness decodes images itself; VLMEvalKit would write each one under ``$LMUData/images``).
+    re-download; ``load_data`` returns the given table anyway. ``dump_image`` writes nothing unless
+    ``dump_images`` (the harness decodes images itself; VLMEvalKit's own inference needs the files it
+    writes under ``$LMUData/images``).
     """
-    if class_name not in _LOCAL_CLASSES:
+    key = (class_name, dump_images)
+    if key not in _LOCAL_CLASSES:
         import_vlmeval()
         import vlmeval.dataset as vlmeval_datasets
 
@@ -130,10 +138,12 @@ def local_dataset(class_name: str, vlmeval_name: str, table):
         def dump_image(self, line):
             return [f"<image of row {line['index']}>"]
 
-        _LOCAL_CLASSES[class_name] = type(f"Local{class_name}", (base,), {
-            "__init__": __init__, "load_data": load_data, "dump_image": dump_image,
-            "__doc__": f"VLMEvalKit's {class_name} over a local table (never downloads)."})
-    return _LOCAL_CLASSES[class_name](vlmeval_name, table)
+        members = {"__init__": __init__, "load_data": load_data,
+                   "__doc__": f"VLMEvalKit's {class_name} over a local table (never downloads)."}
+        if not dump_images:
+            members["dump_image"] = dump_image
+        _LOCAL_CLASSES[key] = type(f"Local{class_name}", (base,), members)
+    return _LOCAL_CLASSES[key](vlmeval_name, table)
 
 
 # -- reading a TSV ---------------------------------------------------------------------------------
@@ -378,7 +388,7 @@ def frame_dict(frame) -> dict:
     return {str(k): [plain(v) for v in values] for k, values in frame.to_dict(orient="list").items()}
 
 
-def bucket(correct: int, total: int) -> dict:
+def bucket(correct: int, total: int) -> Bucket:
     return {"correct": int(correct), "total": int(total),
             "accuracy": round(100.0 * correct / total, 2) if total else 0.0}
 
@@ -389,10 +399,52 @@ EMPTY = {"correct": 0, "total": 0, "accuracy": 0.0}
 def read_hits(pred_file: str) -> dict[int, int]:
     """index → hit from the record ``ImageMCQDataset.evaluate`` writes beside the prediction file
     (``*_exact_matching_result.xlsx``: one row per scored question, or per rotation group's first row)."""
+    import_vlmeval()
     from vlmeval.smp import get_intermediate_file_path, load
 
     record = load(get_intermediate_file_path(pred_file, "_exact_matching_result"))
     return {int(i): int(h) for i, h in zip(record["index"], record["hit"])}
+
+
+# -- VLMEvalKit's prediction files ------------------------------------------------------------------
+# suffix → vlmeval.smp.load's format; an allow-list, so nothing else (.pkl above all) is ever read
+PREDICTION_FORMATS = {".xlsx": "xlsx", ".tsv": "tsv", ".csv": "csv", ".json": "json", ".jsonl": "jsonl"}
+
+
+def read_prediction_table(path: Path):
+    """A prediction file in VLMEvalKit's format as a table; DataError naming the file and the fix if it is not one."""
+    if not path.is_file():
+        raise DataError(f"{path}: prediction file not found")
+    suffix = path.suffix.lower()
+    if suffix in (".pkl", ".pickle"):  # unpickling a file can run code: never for user input
+        raise DataError(f"{path}: pickle files are not read (loading one can run code); "
+                        "save the predictions as .xlsx, .tsv, .csv or .json")
+    if suffix not in PREDICTION_FORMATS:
+        raise DataError(f"{path}: unknown prediction file type {suffix or '(no suffix)'!r}; save the predictions as "
+                        ".xlsx, .tsv, .csv, .json or .jsonl (VLMEvalKit's prediction format)")
+    import_vlmeval()
+    import pandas as pd
+    from vlmeval.smp import load
+
+    try:
+        # An absolute path with an explicit format: load() never takes it for a URL (it downloads those)
+        # and never picks its reader from anything but the allow-list above.
+        table = load(str(path.resolve()), fmt=PREDICTION_FORMATS[suffix])
+        if isinstance(table, list) and all(isinstance(r, dict) for r in table):
+            table = pd.DataFrame(table)  # .json / .jsonl: the records VLMEvalKit's dump writes
+        elif isinstance(table, dict) and table and all(isinstance(v, list) for v in table.values()):
+            table = pd.DataFrame(table)
+    except Exception as exc:  # VLMEvalKit's load raises whatever the format's reader raises
+        reason = " ".join(str(exc).split())[:300]
+        raise DataError(f"{path}: not a readable prediction file ({type(exc).__name__}: {reason}); expected "
+                        "VLMEvalKit's format (.xlsx/.tsv/.csv/.json with columns index and prediction)") from None
+    if not hasattr(table, "columns"):
+        raise DataError(f"{path}: expected a table with columns index and prediction (VLMEvalKit's prediction format)")
+    missing = [c for c in ("index", "prediction") if c not in table.columns]
+    if missing:
+        raise DataError(f"{path} lacks column{'s' if len(missing) > 1 else ''} {', '.join(missing)}; a VLMEvalKit "
+                        "prediction file holds the benchmark's TSV columns plus prediction")
+    return table
 
 
 @dataclass
@@ -487,7 +539,7 @@ class VLMEvalBenchmark(Benchmark):
         if self._vlmeval_dataset is None:
             table = self.load_table()
             self._image_problems = dict(table.attrs.get("image_problems", {}))
-            self._vlmeval_dataset = local_dataset(self.vlmeval_class, self.vlmeval_name, table)
+            self._vlmeval_dataset = vlmeval_dataset_over_table(self.vlmeval_class, self.vlmeval_name, table)
             self._positions = {str(x): i for i, x in enumerate(self._vlmeval_dataset.data["index"])}
         return self._vlmeval_dataset
 
@@ -621,25 +673,62 @@ class VLMEvalBenchmark(Benchmark):
         table["prediction"] = [str(a) for a in answers]
         return table
 
-    def run_judged(self, uids: list[str], answers: list[str], judge,
-                   read: Callable[[str, str], Any] | None = None):
-        """:meth:`run_evaluate` with VLMEvalKit's judge pointed at ``judge`` (a ``JudgeConfig``);
-        ``read(pred_file, judge_name)`` may load the judge's intermediate files."""
-        from harness.run.judge import vlmeval_judge_env
+    def read_predictions(self, path: Path) -> tuple[list[Sample], list[str]]:
+        """VLMEvalKit's prediction format (what its inference writes: the benchmark's TSV columns without
+        ``image``, plus ``prediction``; .xlsx, .tsv, .csv, .json or .jsonl, never .pkl: unpickling a file can
+        run code). Each row's ``index`` names the sample in this benchmark's data and the answer is
+        ``str(prediction)`` as VLMEvalKit reads it; so the prediction table ``evaluate`` sees is built from
+        the benchmark's own (checked) data plus these answers, and no other cell of the file reaches
+        VLMEvalKit. The file's cells VLMEvalKit would evaluate as Python (``cell_rules``) are checked all
+        the same, with the data's rules, so a file that would run code under stock VLMEvalKit is refused
+        rather than silently ignored."""
+        table = read_prediction_table(path)
+        self.dataset  # loads the data (and VLMEvalKit)
+        index = table["index"].tolist()
+        check_cells(table, self.cell_rules, lambda i: f"{path}: row {i + 2} (index {text(index[i])[:40]!r})")
+        samples, answers, seen = [], [], {}
+        for row_number, (index, prediction) in enumerate(zip(table["index"], table["prediction"]), start=2):
+            uid = str(index)
+            if uid in seen:
+                raise DataError(f"{path}: row {row_number} repeats index {uid[:40]!r} (first at row {seen[uid]}); "
+                                "keep one prediction per index")
+            seen[uid] = row_number
+            row = self.row(uid)
+            if row is None:
+                raise DataError(f"{path}: row {row_number}, column index holds {uid[:40]!r}, which is not an index "
+                                f"of {self.path}; pass --data with the TSV the predictions were made on")
+            if "question" in table.columns and text(table["question"].iloc[row_number - 2]) != text(row["question"]):
+                raise DataError(f"{path}: row {row_number} (index {uid}), column question differs from {self.path}'s; "
+                                "the predictions belong to another data file or benchmark (pass --data / the right "
+                                "BENCH)")
+            samples.append(self.sample(self._positions[uid]))
+            answers.append(str(prediction))  # as VLMEvalKit's evaluate reads it: NaN → 'nan'
+        if not samples:
+            raise DataError(f"{path}: no predictions")
+        return samples, answers
 
-        with vlmeval_judge_env(judge) as kwargs:
+    def run_judged(self, uids: list[str], answers: list[str], judge: Judge,
+                   read: Callable[[str, str], Any] | None = None):
+        """:meth:`run_evaluate` with VLMEvalKit's judge pointed at ``judge`` (``judge.vlmeval_env()``);
+        ``read(pred_file, judge_name)`` may load the judge's intermediate files."""
+        with judge.vlmeval_env() as kwargs:
             kwargs.pop("nproc", None)  # run_evaluate passes its own
             name = kwargs["model"]
             return self.run_evaluate(uids, answers, read=(lambda f: read(f, name)) if read else None, **kwargs)
 
     @abstractmethod
-    def score(self, samples: list[Sample], answers: list[str], judge=None) -> dict: ...
+    def score(self, samples: list[Sample], answers: list[str], judge: Judge | None = None) -> ScoreResult: ...
+
+
+def vlmeval_benchmark_names() -> list[str]:
+    """The registered benchmarks whose data is a VLMEvalKit TSV (what ``harness data`` writes and places)."""
+    return [name for name, cls in BENCHMARKS.items() if issubclass(cls, VLMEvalBenchmark)]
 
 
 class VLMEvalMCQBenchmark(VLMEvalBenchmark):
     """An ``ImageMCQDataset`` scored by ``evaluate(model='exact_matching')`` (plain, non-circular)."""
 
-    def score(self, samples: list[Sample], answers: list[str], judge=None) -> dict:
+    def score(self, samples: list[Sample], answers: list[str], judge: Judge | None = None) -> ScoreResult:
         samples, answers = list(samples), list(answers)
         if not samples:
             return {"scoring": "official", "overall": dict(EMPTY), "by_category": {}, "vlmeval": {}}
@@ -658,7 +747,7 @@ class VLMEvalMCQBenchmark(VLMEvalBenchmark):
                 b[0] += hit
                 b[1] += 1
 
-        def finish(counted: list[int], column: str) -> dict:
+        def finish(counted: list[int], column: str) -> Bucket:
             out = bucket(*counted)
             if single and column in raw and raw[column][0] is not None:
                 out["accuracy"] = round(100.0 * raw[column][0], 2)

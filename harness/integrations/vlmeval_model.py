@@ -26,7 +26,7 @@ prediction file (``vlmeval/inference.py``, "Add for agent evaluation"); ``datase
 ``prediction``. Runs made this way are VLMEvalKit's files, not rows in the harness's store.
 
 The module is named ``harness.integrations.vlmeval_model``; it imports the real ``vlmeval`` absolutely, through
-``harness.benchmarks.mmstar.import_vlmeval`` (which undoes VLMEvalKit's process-wide side effects).
+``harness.benchmarks.vlmeval_common.import_vlmeval`` (the one guard: it undoes VLMEvalKit's process-wide side effects).
 """
 from __future__ import annotations
 
@@ -45,7 +45,7 @@ _OPTION_LINE = re.compile(r"^([A-Z])\. (.*)$")
 
 
 def _vlmeval():
-    from harness.benchmarks.mmstar import import_vlmeval
+    from harness.benchmarks.vlmeval_common import import_vlmeval
 
     return import_vlmeval()
 
@@ -190,24 +190,14 @@ def local_dataset(tsv: str | os.PathLike, name: str):
     Everything else is VLMEvalKit's: ``build_prompt``, ``dump_image`` (images go under
     ``$LMUData/images/NAME``), ``evaluate``. For a subset or fixture in the official TSV format.
     """
-    _vlmeval()
-    from vlmeval.dataset import DATASET_CLASSES
+    from harness.benchmarks.vlmeval_common import vlmeval_dataset_over_table
 
     path = Path(tsv)
     if not path.is_file():
         raise FileNotFoundError(f"no TSV at {path}: pass a file in VLMEvalKit's {name}.tsv format")
-    owners = [cls for cls in DATASET_CLASSES if name in cls.supported_datasets()]
-    if not owners:
-        raise ValueError(f"VLMEvalKit has no dataset named {name!r} (vlmeval.dataset.SUPPORTED_DATASETS lists them)")
+    cls, split = guarded_benchmark(name)
     # VLMEvalKit evaluates some cells as Python: it sees the table only after the harness's checks.
-    table = checked_table(path, name)
-    base = owners[0]
-    local = type(f"Local{base.__name__}", (base,), {
-        "DATASET_URL": {**getattr(base, "DATASET_URL", {}), name: ""},
-        "DATASET_MD5": {**getattr(base, "DATASET_MD5", {}), name: None},
-        "load_data": lambda self, dataset: table,
-    })
-    return local(name)
+    return vlmeval_dataset_over_table(cls.vlmeval_class, name, cls(str(path), split).load_table(), dump_images=True)
 
 
 def guarded_benchmark(name: str):

@@ -81,6 +81,11 @@ class JudgeConfig:
         """How score rows name this judge, e.g. ``judge:gpt-4o-mini@https://api.openai.com/v1``."""
         return f"judge:{self.model}@{self.base_url}"
 
+    def vlmeval_env(self, nproc: int = 1):
+        """The environment VLMEvalKit's judge reads, for the duration of a ``with`` (the ``Judge``
+        protocol of :mod:`harness.api.benchmark`: benchmarks take a judge, never import this module)."""
+        return vlmeval_judge_env(self, nproc)
+
     def api_key(self) -> str:
         """The key from ``$api_key_env``; empty when unset (servers started without a key accept that)."""
         return os.environ.get(self.api_key_env, "")

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Iterable, Mapping
 
 from harness.api.benchmark import DataError
+from harness.api.scores import Bucket
 
 LETTERS = "ABCDEF"  # M3CoT has at most 6 options; the official letter map stops at F
 FAILED = "FAILED"
@@ -61,13 +62,13 @@ def extract_choice(text: str, choices: list[str]) -> str:
     return FAILED
 
 
-def _bucket(correct: int, total: int) -> dict:
+def _bucket(correct: int, total: int) -> Bucket:
     accuracy = round(100.0 * correct / total, 2) if total else 0.0
     return {"correct": correct, "total": total, "accuracy": accuracy}
 
 
 def score_records(records: Iterable[Mapping]) -> dict:
-    """Accuracy (percent, 2 decimals) overall, by domain and by topic.
+    """Accuracy (percent, 2 decimals): ``{"overall": Bucket, "by_domain": {...}, "by_topic": {...}}``.
 
     Each record needs ``answer`` (gold letter), ``choices``, ``domain``, ``topic`` and ``prediction``
     (the final answer text).

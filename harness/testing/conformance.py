@@ -181,9 +181,9 @@ def headline(bench: str, table: dict) -> dict:
 
 def compare(bench: str, kind: str | None, tsv: Path, work: Path, judge=None,
             evaluate_stock: Callable | None = None) -> dict:
-    """Score one tricky-answer prediction file both ways; ``{"harness", "vlmeval", "same", ...}``."""
+    """Score one tricky-answer prediction file both ways; ``{"harness", "vlmeval", "same", ...}``. ``judge``:
+    a :class:`harness.api.benchmark.Judge` (``harness.run.judge.JudgeConfig``)."""
     from harness.benchmarks.vlmeval_common import frame_dict
-
     from harness.scoring.predictions import score_predictions
 
     work.mkdir(parents=True, exist_ok=True)
@@ -195,9 +195,7 @@ def compare(bench: str, kind: str | None, tsv: Path, work: Path, judge=None,
         ours = shutil.copyfile(pred, work / f"harness_{stock.dataset_name}.xlsx")  # evaluate writes beside it
         harness = score_predictions(bench, ours, data=str(tsv), judge=judge)
         if judge is not None:
-            from harness.run.judge import vlmeval_judge_env
-
-            with vlmeval_judge_env(judge) as kwargs:
+            with judge.vlmeval_env() as kwargs:  # the same judge endpoint as the harness's side
                 stock_acc = stock.evaluate(str(pred), **kwargs)
         elif bench == "mathvista":
             with never_answering_judge():
