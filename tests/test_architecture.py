@@ -23,18 +23,20 @@ ALLOWED = {
     "harness.scoring": {"harness.api"},
     "harness.benchmarks": {"harness.api", "harness.scoring"},
     "harness.data": {"harness.api", "harness.benchmarks", "harness.scoring"},
-    "harness.train": {"harness", "harness.api", "harness.backbones", "harness.latent", "harness.data"},
-    "harness.run": {"harness", "harness.api", "harness.backbones", "harness.benchmarks", "harness.scoring"},
-    "harness.testing": {"harness.api", "harness.benchmarks", "harness.scoring", "harness.integrations"},
+    "harness.train": {"harness.api", "harness.backbones", "harness.latent", "harness.data"},
+    # Benchmarks and methods reach the runner through the registries only.
+    "harness.run": {"harness", "harness.api", "harness.backbones"},
+    "harness.testing": {"harness.api", "harness.benchmarks", "harness.scoring"},
     "harness.integrations": {"harness.api", "harness.backbones", "harness.benchmarks", "harness.run",
                              "harness.commands._common"},
     "harness.commands": {"harness", "harness.api", "harness.backbones", "harness.latent", "harness.benchmarks",
                          "harness.scoring", "harness.data", "harness.run", "harness.train", "harness.analysis",
                          "harness.testing", "harness.integrations", "leaderboard"},
     "harness.cli": {"harness.api", "harness.commands", "harness.run"},
-    # Methods build on everything below the command line; their own commands use its helpers.
+    # Methods build on the interfaces, backbones and the latent layer (a recipe never imports the training
+    # loop: the loop reads it from TRAINERS); their own commands use the runner and the CLI's helpers.
     "methods": {"harness", "harness.api", "harness.backbones", "harness.latent", "harness.data", "harness.run",
-                "harness.train", "harness.commands._common"},
+                "harness.commands._common"},
     "leaderboard": {"harness.api", "harness.run", "harness.analysis"},
 }
 

@@ -4,12 +4,16 @@
 model and processor with ``from_pretrained`` (a hub id or a local folder, never
 ``trust_remote_code``), and places them on the chosen device and dtype: CUDA + bf16 when a GPU is
 present, else CPU + fp32, unless set explicitly.
+
+Owns: the ``Backbone`` interface (:mod:`.base`), the families (:mod:`.families`), the causal-LM text
+side (:mod:`.text`), tiny random checkpoints (:mod:`.tiny`). May import ``harness.api`` only.
 """
 from __future__ import annotations
 
-import hashlib
 import os
 from pathlib import Path
+
+from harness.api.hashing import digest_files
 
 # Importable without torch: `harness list` shows these.
 FAMILY_NAMES = {
@@ -67,17 +71,9 @@ def model_fingerprint(model_id: str, revision: str | None = None) -> str:
     path = Path(model_id)
     if not path.is_dir():
         return revision or "main"
-    digest = hashlib.sha256()
-    for file in sorted(path.iterdir()):
-        if file.suffix not in {".json", ".safetensors", ".bin", ".jinja", ".model"} or not file.is_file():
-            continue
-        size = file.stat().st_size
-        digest.update(f"{file.name}:{size}".encode())
-        with open(file, "rb") as fh:
-            digest.update(fh.read(1 << 20))
-            if size > 2 << 20:
-                fh.seek(-(1 << 20), os.SEEK_END)
-                digest.update(fh.read())
+    files = [f for f in sorted(path.iterdir())
+             if f.suffix in {".json", ".safetensors", ".bin", ".jinja", ".model"} and f.is_file()]
+    digest = digest_files(files, sampled=True)
     return "sha256:" + digest.hexdigest()[:16]
 
 

@@ -10,5 +10,8 @@
 - :mod:`harness.data.training`: the built-in training data readers (M3CoT train split, ScienceQA's
   original release), registered in :data:`harness.data.readers.READERS`.
 
-Never import ``vlmeval`` on these paths: importing it switches autograd off globally.
+May import ``harness.api``, ``harness.backbones``, ``harness.latent`` and ``harness.data``; a method's
+recipe comes through ``TRAINERS``, never by import. ``vlmeval`` is never imported on these paths
+(importing it switches autograd off for the process; its one guard is
+``harness.benchmarks.vlmeval_common.import_vlmeval``).
 """

@@ -81,7 +81,7 @@ def train(config: TrainConfig, progress: bool = True) -> TrainReport:
     from harness.latent.train import total_loss
 
     config.check()
-    torch.set_grad_enabled(True)  # in case something imported vlmeval, which switches autograd off globally
+    torch.set_grad_enabled(True)  # a caller's no_grad must not make training silently learn nothing
     recipe = TRAINERS.get(config.method)(config)
     if config.bench not in recipe.benches:
         raise ValueError(f"trainer {config.method} trains on {', '.join(recipe.benches)}, not {config.bench!r}")

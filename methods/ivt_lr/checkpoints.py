@@ -18,13 +18,13 @@ vocabulary to the checkpoint's, then ``load_state_dict(strict=True)``.
 """
 from __future__ import annotations
 
-import hashlib
 import logging
-import os
 import re
 from pathlib import Path
 
 import torch
+
+from harness.api.hashing import digest_files
 
 from .model import LATENT_TOKENS
 from .options import rope_from_legacy
@@ -40,20 +40,9 @@ def checkpoint_fingerprint(path: str) -> str:
     if not target.exists():
         raise FileNotFoundError(f"ivt-lr checkpoint {path} does not exist; pass a `harness train --out` folder "
                                 "or a published model.pth")
-    digest = hashlib.sha256()
     files = sorted(p for p in target.iterdir() if p.suffix in (".json", ".safetensors")) if target.is_dir() else [target]
-    for file in files:
-        size = file.stat().st_size
-        digest.update(f"{file.name}:{size}".encode())
-        with open(file, "rb") as fh:
-            if target.is_dir():
-                while chunk := fh.read(1 << 20):
-                    digest.update(chunk)
-            else:
-                digest.update(fh.read(1 << 20))
-                if size > 2 << 20:
-                    fh.seek(-(1 << 20), os.SEEK_END)
-                    digest.update(fh.read())
+    # Our folders are small: every byte; a published model.pth may be 15 GB: sampled.
+    digest = digest_files(files, sampled=not target.is_dir())
     return digest.hexdigest()[:16]
 
 
