@@ -27,6 +27,7 @@ def add_commands(sub) -> None:
     q.add_argument("--from", dest="source", help="the downloaded file (VLMEvalKit TSV) or M3CoT folder/files")
     q.add_argument("--split", help="the benchmark's split / VLMEvalKit variant (default: its evaluation split)")
     q.add_argument("--force", action="store_true", help="place a TSV whose md5 differs from VLMEvalKit's anyway")
+    q.add_argument("--out", help="easyvqa: the datasets folder to write (new or empty)")
     q.set_defaults(handler=cmd_prepare)
 
     q = data_sub.add_parser("subset", help="write a deterministic category-stratified subset under a private name")
@@ -42,7 +43,7 @@ def add_commands(sub) -> None:
 def cmd_prepare(args) -> int:
     from harness.data.prepare import prepare
 
-    print(prepare(args.bench, source=args.source, split=args.split, force=args.force))
+    print(prepare(args.bench, source=args.source, split=args.split, force=args.force, out=args.out))
     return 0
 
 

@@ -7,6 +7,7 @@
   ``$LMUData/NAME.tsv`` (atomically). A file whose md5 differs is not placed under the official name
   (VLMEvalKit itself would replace it by a download) unless ``force``.
 - M3CoT: checks a ``datasets`` folder or parquet/jsonl files (M3CoT has no default location).
+- A benchmark with a ``prepare_data(source, out)`` static method (easyvqa) writes its own folder at ``out``.
 """
 from __future__ import annotations
 
@@ -76,9 +77,17 @@ def check_vlmeval_tsv(bench: VLMEvalBenchmark, path: Path) -> dict:
     return {"rows": len(table)}
 
 
-def prepare(bench: str, source: str | None = None, split: str | None = None, force: bool = False) -> str:
+def prepare(bench: str, source: str | None = None, split: str | None = None, force: bool = False,
+            out: str | None = None) -> str:
     """Check and place one benchmark's data; returns the one-line summary (DataError when it is not usable)."""
     cls = BENCHMARKS.get(bench)
+    own = getattr(cls, "prepare_data", None)
+    if own is not None:  # a benchmark that writes its own prepared layout (easyvqa)
+        if not out:
+            raise DataError(f"harness data prepare --bench {bench} writes a folder: pass --out DIR")
+        return own(source, out)
+    if out:
+        raise DataError(f"--out is for benchmarks that write a prepared folder (easyvqa), not {bench}")
     if issubclass(cls, M3CoT):
         return prepare_m3cot(source, cls)
     if issubclass(cls, VLMEvalBenchmark):

@@ -19,7 +19,7 @@ class TrainExample:
     uid: str
     question: str  # formatted by the benchmark's format_question (the prompt the method sees at evaluation)
     rationale: str
-    answer: str  # gold option letter
+    answer: str  # the gold answer as the benchmark grades it (an option letter; easyvqa's open split: the word)
     image_refs: list = field(default_factory=list)
 
 

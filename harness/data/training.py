@@ -4,6 +4,7 @@ references (undecoded), rationale and gold answer letter.
 
 - ``m3cot``: the train split of an M3CoT folder, through the ``m3cot`` benchmark's own loader
   (``save_to_disk`` folder, parquet or jsonl; ``harness fixtures`` writes a ``train`` split).
+- ``easyvqa``: easy-VQA's questions with the benchmark's three-sentence rationales (answer: the word).
 - ``scienceqa``: ScienceQA's original release (prompt: VLMEvalKit's MCQ text, as evaluated): ``problems.json`` (pid → question, choices, answer
   index, hint, image, lecture, solution, split) and ``images/<split>/<pid>/<image>``; the image
   subset (what VLM papers train on), rationale = ``solution``.
@@ -77,3 +78,13 @@ def read_scienceqa(data: str, split: str) -> list[TrainExample]:
             examples.append(TrainExample(uid=sample.uid, question=vlmeval_mcq_prompt(sample),
                                          rationale=rationale, answer=sample.gold, image_refs=sample.image_refs))
     return examples
+
+
+@register_reader("easyvqa")
+def read_easyvqa(data: str | None, split: str) -> list[TrainExample]:
+    """easy-VQA's questions (open, as ``harness run --bench easyvqa`` asks them) with their three-sentence
+    rationales; ``split`` ``train`` or ``test``, ``test_mc`` for the multiple-choice form (answer: letter)."""
+    benchmark = BENCHMARKS.get("easyvqa")(data or None, split)
+    return [TrainExample(uid=s.uid, question=benchmark.format_question(s), rationale=s.meta["rationale"],
+                         answer=s.gold, image_refs=s.image_refs)
+            for s in map(benchmark.sample, range(len(benchmark)))]
