@@ -55,9 +55,33 @@ def resolve_device_dtype(device: str = "auto", dtype: str = "auto"):
     return device, torch_dtype
 
 
+ZOO_PREFIX = "zoo:"
+
+
+def zoo_root() -> Path:
+    """Where zoo models live: ``$HARNESS_ZOO``, else ``results/zoo`` of this checkout (committed there)."""
+    return Path(os.environ.get("HARNESS_ZOO") or Path(__file__).resolve().parents[2] / "results" / "zoo")
+
+
+def local_path(model: str) -> str:
+    """``zoo:NAME`` as its folder (which must be built); anything else unchanged."""
+    if not model.startswith(ZOO_PREFIX):
+        return model
+    name = model[len(ZOO_PREFIX):]
+    folder = zoo_root() / name
+    if not name or "/" in name or name.startswith(".") or not (folder / "config.json").is_file():
+        raise ModelLoadError(f"zoo model {name!r} is not in {zoo_root()}: `harness zoo list` shows the zoo, "
+                             f"`harness zoo build {name or 'NAME'}` builds one")
+    return str(folder)
+
+
 def model_name(model: str) -> str:
     """A local folder by its absolute path (``tiny``, ``./tiny`` and ``/abs/tiny`` are one model, so one
-    run); a hub id as given."""
+    run); a zoo model as ``zoo:NAME`` (the same name on every machine; its content hash is its
+    revision); a hub id as given."""
+    if model.startswith(ZOO_PREFIX):
+        local_path(model)  # must exist
+        return model
     path = Path(model).expanduser()
     return str(path.resolve()) if path.exists() else model
 
@@ -68,7 +92,7 @@ def model_fingerprint(model_id: str, revision: str | None = None) -> str:
     Weight files are hashed by name, size and their first and last MiB: cheap on 15 GB
     checkpoints, and it changes whenever the weights are rewritten.
     """
-    path = Path(model_id)
+    path = Path(local_path(model_id))
     if not path.is_dir():
         return revision or "main"
     files = [f for f in sorted(path.iterdir())
@@ -89,6 +113,7 @@ def load_backbone(model_id: str, *, device: str = "auto", dtype: str = "auto", r
 
     from harness.backbones.families import FAMILY_CLASSES
 
+    name, model_id = model_id, local_path(model_id)
     local = Path(model_id).exists()
     if not local and (model_id.startswith((".", "/", "~")) or os.sep in model_id.strip("/").replace("/", "", 1)):
         raise ModelLoadError(f"model path {model_id!r} does not exist; pass a local checkpoint folder or a hub id")
@@ -123,8 +148,9 @@ def load_backbone(model_id: str, *, device: str = "auto", dtype: str = "auto", r
             raise
         raise ModelLoadError(f"cannot read the weights of {model_id!r}: {_first_line(exc)} (a damaged or "
                              "truncated .safetensors file; copy the checkpoint folder again)") from None
-    return family_cls(model, processor, model_id=model_id, revision=model_fingerprint(model_id, revision),
-                      **family_options)
+    # A zoo model keeps its zoo name (the same on every machine); its content hash is its revision.
+    return family_cls(model, processor, model_id=name if name.startswith(ZOO_PREFIX) else model_id,
+                      revision=model_fingerprint(model_id, revision), **family_options)
 
 
 def __getattr__(name):  # the classes import torch: load them only when asked for
