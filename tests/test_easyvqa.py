@@ -171,3 +171,16 @@ def test_run_direct_on_a_tiny_model(tiny_model_dirs, small_raw, tmp_path, capsys
     assert report["metrics"]["n"] == 12 and report["metrics"]["n_errors"] == 0
     assert set(report["official"]["by_category"]) <= {"yes/no", "shape", "colour"}
     assert report["official"]["overall"]["total"] == 12
+
+
+def test_ivt_lr_trains_on_easyvqa_rationales(tiny_model_dirs, small_raw, tmp_path, capsys):
+    from harness.data.readers import read_examples
+
+    examples = read_examples("easyvqa", str(small_raw), "train")
+    assert len(examples) == 40 and examples[0].question.startswith("Question: ")
+    assert examples[0].rationale.count(". ") == 2 and examples[0].answer in ANSWERS
+    out = tmp_path / "ck"
+    assert main(["train", "--method", "ivt-lr", "--bench", "easyvqa", "--model", str(tiny_model_dirs["qwen2-vl"]),
+                 "--data", str(small_raw), "--out", str(out), "--max-steps", "1", "--batch-size", "2",
+                 "--no-progress"]) == 0
+    assert "1 optimizer steps" in capsys.readouterr().out and (out / "config.json").is_file()

@@ -28,7 +28,7 @@ class TrainConfig:
     method: str
     bench: str
     model: str
-    data: str
+    data: str | None  # None: the reader's default (easyvqa: the installed package)
     out: str
     split: str = "train"
     epochs: int | None = None  # None: the total of the recipe's schedule

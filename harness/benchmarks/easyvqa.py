@@ -191,6 +191,7 @@ class _RawRows:
 
             seen_shape, seen_colour = attributes_from_pixels(decode_image(str(path)))
             shape, colour = shape or seen_shape, colour or seen_colour
+            self.shapes[image_id], self.colours[image_id] = shape, colour  # once per image
         return {"question": question, "answer": answer, "image_id": image_id, "image": str(path),
                 "shape": shape, "colour": colour}
 

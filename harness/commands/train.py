@@ -44,10 +44,11 @@ def add_commands(sub) -> None:
                        description="Extra --name VALUE flags are the trainer's own options (its Options, "
                                    "e.g. --epochs-per-stage 4).")
     p.add_argument("--method", required=True, help="a registered trainer (ivt-lr)")
-    p.add_argument("--bench", required=True, help="training data reader: m3cot or scienceqa")
+    p.add_argument("--bench", required=True, help="training data reader: m3cot, scienceqa or easyvqa")
     p.add_argument("--model", required=True, help="hub id or local checkpoint folder of the base VLM")
-    p.add_argument("--data", required=True, help="m3cot: a save_to_disk folder / parquet / jsonl with a train split; "
-                                                 "scienceqa: the folder with problems.json and images/")
+    p.add_argument("--data", help="m3cot: a save_to_disk folder / parquet / jsonl with a train split; "
+                                  "scienceqa: the folder with problems.json and images/; easyvqa: optional "
+                                  "(default: the installed easy-vqa package)")
     p.add_argument("--out", required=True, help="checkpoint folder (new or empty; the same command resumes it)")
     p.add_argument("--split", default="train")
     p.add_argument("--epochs", type=int, help="total epochs (default: the recipe's; ivt-lr: E * (stages + 1))")

@@ -59,7 +59,7 @@ class StageItem:
 
 @register_trainer("ivt-lr")
 class IVTLRRecipe(Recipe):
-    benches = ("m3cot", "scienceqa")
+    benches = ("m3cot", "scienceqa", "easyvqa")
 
     @dataclasses.dataclass
     class Options(SharedOptions):
