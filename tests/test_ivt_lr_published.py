@@ -140,3 +140,27 @@ def test_training_loss_equals_cross_entropy_over_one_full_forward(models):
     torch.testing.assert_close(loss["ce"].detach(), expected, atol=1e-4, rtol=0)
     shifted = _published_loop(eager, inputs, eager.config.image_token_id, targets=targets[1:] + targets[:1])
     assert abs(float(shifted) - float(expected)) > 1e-3  # other targets, another loss: the check can fail
+
+
+def test_probe_rows_after_appends_equal_eager_attention(models):
+    """The attention row our probe gives after cached appends (what steps 2..K select from) equals the
+    last row of eager attention over the whole sequence, computed from scratch."""
+    eager, processor, backbone = models
+    inputs = backbone.build_inputs([[_image()]], ["Which shape is larger? Answer:"])
+    torch.manual_seed(0)
+    extra = torch.randn(1, 5, backbone.hidden_size)
+    state, _ = backbone.prefill(inputs)
+    backbone.append(state, extra[:, :2])
+    probed = backbone.append(state, extra[:, 2:], probe_attention=True).query_attention[0]
+    with torch.no_grad():
+        ids = inputs["input_ids"]
+        embeds = eager.get_input_embeddings()(ids)
+        features = eager.model.get_image_features(inputs["pixel_values"], inputs["image_grid_thw"])
+        features = torch.cat(list(features.pooler_output if hasattr(features, "pooler_output") else features))
+        embeds[0, ids[0] == eager.config.image_token_id] = features
+        sequence = torch.cat([embeds, extra], dim=1)
+        n = sequence.shape[1]
+        out = eager.model.language_model(inputs_embeds=sequence, position_ids=torch.arange(n)[None, None].expand(3, 1, n),
+                                         attention_mask=torch.ones(1, n, dtype=torch.long), output_attentions=True)
+    expected = torch.stack([a[0, :, -1, :] for a in out.attentions]).mean(dim=(0, 1))
+    torch.testing.assert_close(probed, expected, atol=1e-5, rtol=0)
