@@ -265,7 +265,7 @@ def build_app(db: LeaderboardDB, data: dict[str, str] | None = None) -> gr.Block
                 gr.Markdown("One point per run (of the chosen scoring kind), coloured by method; the points "
                             "follow the Leaderboard tab's filters.")
                 with gr.Row():
-                    plot_kind = gr.Radio(["official", "judge", "rule-based"], value="official", label="scoring kind")
+                    plot_kind = gr.Radio(["official", "judge", "rule-based", "reference"], value="official", label="scoring kind")
                     plot_tokens = gr.Radio([("on correct answers (LaRe's # Tokens)", "correct"),
                                             ("all answers", "all")], value="correct", label="generated tokens")
                     plot_reported = gr.Checkbox(False, label="add reported points (accuracy, tokens on correct)")

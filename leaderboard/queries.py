@@ -26,7 +26,7 @@ from .names import backbone_key, backbone_name, benchmark_from_paper, method_fro
 runs_t, samples_t, scores_t, reported_t = (Run.__table__, SampleRow.__table__, Score.__table__,
                                            ReportedResult.__table__)
 
-KINDS = ("official", "judge", "rule-based", "reported")
+KINDS = ("official", "judge", "rule-based", "reference", "reported")
 
 # The main table's columns, in order. "best" columns are marked per (benchmark, kind) group.
 COLUMNS = ["run_id", "method", "backbone", "benchmark", "kind", "scorer", "n", "accuracy", "se",

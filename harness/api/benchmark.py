@@ -94,6 +94,11 @@ class Benchmark(ABC):
     def grade(self, sample: Sample, answer: str) -> Grade:
         """Apply the official answer-extraction rule to one final answer text."""
 
+    def reference_scores(self, samples: list[Sample], texts: list[str]) -> list[ScoreResult]:
+        """Scores by published methods' own evaluation rules over the full generated ``texts`` (kind
+        ``"reference"``, stored beside the official score, never instead of it). Default: none."""
+        return []
+
     def score(self, samples: list[Sample], answers: list[str], judge: Judge | None = None) -> ScoreResult:
         """Official metrics for a whole run: ``{"overall": {...}, "by_category": {...}, "scoring": ...}``.
 

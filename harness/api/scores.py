@@ -31,7 +31,7 @@ class Decided(TypedDict):
 
 
 class _ScoreRequired(TypedDict):
-    scoring: str  # "official" (the benchmark's own metric), "judge" (with an LLM judge), "rule-based"
+    scoring: str  # "official" (the benchmark's own metric), "judge" (with an LLM judge), "rule-based"; "reference" (a published method's own rule)
     overall: Bucket
     by_category: dict[str, Bucket]  # the benchmark's category column (M3CoT: domain; MathVerse: version)
 

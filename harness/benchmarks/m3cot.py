@@ -28,6 +28,13 @@ DATA_HELP = (
 )
 REQUIRED_COLUMNS = ("id", "question", "choices", "answer", "image", "domain", "topic")
 KNOWN_SPLITS = ("train", "validation", "dev", "test")
+# IVT-LR's evaluation code (FYYDCC/IVT-LR): correct when the gold letter is among *any* "the answer is X".
+_IVT_LR_ANSWER = re.compile(r"the answer is\s*:?\s*\(?([A-Z])\b", re.IGNORECASE)
+
+
+def ivt_lr_reference_correct(text: str, gold: str) -> bool:
+    """IVT-LR's published M3CoT rule: lenient, every "the answer is X" in the text counts."""
+    return gold.upper() in {m.upper() for m in _IVT_LR_ANSWER.findall(text or "")}
 
 
 def _check_columns(columns, where: Path | str) -> None:
@@ -346,6 +353,22 @@ class M3CoT(Benchmark):
             "by_category": result["by_domain"],
             "by_topic": result["by_topic"],
         }
+
+    def reference_scores(self, samples: list[Sample], texts: list[str]) -> list[ScoreResult]:
+        overall = {"correct": 0, "total": 0}
+        by_category: dict[str, dict] = {}
+        for sample, text in zip(samples, texts):
+            correct = ivt_lr_reference_correct(text, sample.gold)
+            for bucket in (overall, by_category.setdefault(sample.meta.get("domain", sample.category) or "all",
+                                                           {"correct": 0, "total": 0})):
+                bucket["correct"] += int(correct)
+                bucket["total"] += 1
+        for bucket in (overall, *by_category.values()):
+            bucket["accuracy"] = round(100.0 * bucket["correct"] / bucket["total"], 2) if bucket["total"] else 0.0
+        return [{"scoring": "reference", "scorer": "m3cot:ivt-lr-reference",
+                 "note": "IVT-LR's evaluation code: the gold letter among any 'the answer is X' in the generated "
+                         "text (lenient); for comparison with the paper, not the official M3CoT score",
+                 "overall": overall, "by_category": dict(sorted(by_category.items()))}]
 
     # -- prediction files --------------------------------------------------------------------
     def read_predictions(self, path: Path) -> tuple[list[Sample], list[str]]:

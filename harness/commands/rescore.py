@@ -13,6 +13,24 @@ from harness.commands._common import db_arg, quiet_libraries
 log = logging.getLogger("harness")
 
 
+def _rescore_reference(args, store, benchmark, run) -> int:
+    """The published methods' own evaluation rules over the stored texts: kind "reference" rows."""
+    from harness.run.runner import reference_rows, save_score
+
+    results = reference_rows(store.samples(args.run_id), benchmark)
+    if not results:
+        raise ValueError(f"benchmark {run['benchmark']} has no published method's evaluation rule to score by "
+                         "(--reference knows m3cot: IVT-LR's lenient rule)")
+    for result in results:
+        score_id = save_score(store, args.run_id, run["benchmark"], result)
+        if args.json:
+            print(json.dumps({"run_id": args.run_id, "score_id": score_id, **result}, indent=2))
+        else:
+            print(f"run {args.run_id}: reference score {result['overall']['accuracy']:.2f} % ({result['scorer']}; "
+                  f"{result.get('note', '')}); stored as score {score_id}")
+    return 0
+
+
 def cmd_rescore(args) -> int:
     from harness.api import BENCHMARKS, DataError
     from harness.run.judge import judge_from_args
@@ -38,6 +56,8 @@ def cmd_rescore(args) -> int:
     if judge is not None:
         judge.check()
     quiet_libraries()
+    if args.reference:
+        return _rescore_reference(args, store, benchmark, run)
     result = score_stored(store, args.run_id, benchmark, judge=judge)
     if not result:
         raise DataError(f"none of run {args.run_id}'s samples could be read from the {run['benchmark']} data")
@@ -65,5 +85,8 @@ def add_commands(sub) -> None:
                            "(without it: the benchmark's own scoring)")
     p.add_argument("--data", help="the benchmark data, if not where the run read it (checked by fingerprint)")
     db_arg(p)
+    p.add_argument("--reference", action="store_true",
+                   help="score by the published methods' own evaluation rules instead (kind 'reference'; m3cot: "
+                        "IVT-LR's lenient 'the answer is X' rule), to line runs up with a paper's numbers")
     p.add_argument("--json", action="store_true", help="print the scoring as JSON")
     p.set_defaults(handler=cmd_rescore)

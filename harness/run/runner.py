@@ -230,6 +230,18 @@ def score_rows(rows: list[dict], benchmark, judge: JudgeConfig | None = None) ->
     return benchmark.score(scored, answers, judge=judge) if scored else {}
 
 
+def reference_rows(rows: list[dict], benchmark) -> list[dict]:
+    """``benchmark.reference_scores`` over stored rows (their full generated texts)."""
+    scored, texts = [], []
+    for row in rows:
+        try:
+            scored.append(benchmark.sample(row["position"]))
+        except DataError:
+            continue
+        texts.append("" if row.get("error") else row.get("prediction") or "")
+    return benchmark.reference_scores(scored, texts) if scored else []
+
+
 def uses_judge(result: dict) -> bool:
     return result.get("scoring") == "judge"
 

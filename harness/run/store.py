@@ -147,7 +147,9 @@ class SampleRow(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 
-SCORE_KINDS = ("official", "judge", "rule-based")
+# "reference": a published method's own evaluation rule (e.g. IVT-LR's lenient M3CoT regex), kept so that
+# our numbers can be lined up with a paper's; never the official score.
+SCORE_KINDS = ("official", "judge", "rule-based", "reference")
 
 
 class Score(Base):
