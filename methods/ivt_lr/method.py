@@ -8,7 +8,7 @@ from harness.api import Method, register_method
 from harness.api.types import MethodOutput, Query
 
 from ..baselines import final_answer_segment
-from .options import SharedOptions, check_shared, prompt_text
+from .options import ABLATION_DEFAULTS, SharedOptions, check_shared, policy_options, prompt_text
 
 MODES = ("cached", "reference")
 
@@ -51,6 +51,9 @@ class IVTLR(Method):
         config = super().config()
         if not config["allow_base_mismatch"]:
             del config["allow_base_mismatch"]  # runs stored before the flag existed keep their key
+        for key, default in ABLATION_DEFAULTS.items():  # runs without ablations keep their key
+            if config[key] == default:
+                del config[key]
         if self.sampling.greedy:  # greedy runs keep the key they had before sampling existed
             for key in ("temperature", "top_p", "sampling_seed"):
                 del config[key]
@@ -89,7 +92,7 @@ class IVTLR(Method):
 
         o = self.options
         inputs = backbone.build_inputs([q.images for q in queries], [self.prompt(q) for q in queries])
-        policy = IVTLRPolicy(o.top_k_patches)
+        policy = IVTLRPolicy(o.top_k_patches, **policy_options(o))
         loop = run_latent_loop(backbone, inputs, policy, o.latent_steps, mode=o.mode)
         decoded = decode(backbone, loop.state, o.max_new_tokens, sampling=self.sampling)
         input_tokens = inputs["attention_mask"].sum(-1).tolist()

@@ -13,10 +13,11 @@ class IVTLRModel(LatentForward):
     """``forward(**batch) -> {"ce": loss}``: the IVT-LR loop over ``n_latent`` steps, then next-token
     cross-entropy on the targets (remaining rationale steps + answer) only."""
 
-    def __init__(self, backbone, *, top_k: int, grad_through_latents: bool = False):
+    def __init__(self, backbone, *, top_k: int, grad_through_latents: bool = False, **ablations):
         super().__init__(backbone)
         self.top_k = top_k
         self.grad_through_latents = grad_through_latents
+        self.ablations = ablations  # IVTLRPolicy's patch_choice / patch_reuse / latent_text
 
     def policy(self) -> IVTLRPolicy:
-        return IVTLRPolicy(self.top_k, grad_through_latents=self.grad_through_latents)
+        return IVTLRPolicy(self.top_k, grad_through_latents=self.grad_through_latents, **self.ablations)

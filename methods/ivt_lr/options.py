@@ -8,6 +8,10 @@ from __future__ import annotations
 import dataclasses
 
 ROPE_MODES = ("1d", "mrope")
+PATCH_CHOICES = ("attention", "random", "uniform")
+# The ablations' options: left out of a run's stored config at these values, so runs stored before
+# the ablations existed keep their key.
+ABLATION_DEFAULTS = {"patch_choice": "attention", "patch_reuse": False, "latent_text": True}
 
 
 @dataclasses.dataclass
@@ -18,6 +22,12 @@ class SharedOptions:
     # "mrope": the model's own M-RoPE (2-D image positions) continued as text positions.
     rope: str = "1d"
     instruction: str = "Answer:"  # follows the benchmark's question; inference must use the training prompt
+    # Ablations (the paper's and ours): --top-k-patches 0 is latent text only; --latent-text false is
+    # latent vision only; --patch-choice random|uniform replaces attention; --patch-reuse lets a step
+    # pick a patch an earlier step picked.
+    patch_choice: str = "attention"
+    patch_reuse: bool = False
+    latent_text: bool = True
 
 
 def check_shared(options: SharedOptions) -> None:
@@ -26,6 +36,18 @@ def check_shared(options: SharedOptions) -> None:
         raise ValueError(f"ivt-lr: --rope must be one of: {', '.join(ROPE_MODES)}; got {options.rope!r}")
     if options.latent_steps < 0 or options.top_k_patches < 0:
         raise ValueError("ivt-lr: --latent-steps and --top-k-patches must be >= 0")
+    if options.patch_choice not in PATCH_CHOICES:
+        raise ValueError(f"ivt-lr: --patch-choice must be one of: {', '.join(PATCH_CHOICES)}; "
+                         f"got {options.patch_choice!r}")
+    if not options.latent_text and options.top_k_patches == 0 and options.latent_steps > 0:
+        raise ValueError("ivt-lr: --latent-text false with --top-k-patches 0 appends nothing at a latent step; "
+                         "keep one of the two")
+
+
+def policy_options(options: SharedOptions) -> dict:
+    """The policy's keyword arguments (inference and training build the same policy)."""
+    return {"patch_choice": options.patch_choice, "patch_reuse": options.patch_reuse,
+            "latent_text": options.latent_text}
 
 
 def rope_from_legacy(value: str) -> str:

@@ -19,7 +19,7 @@ from harness.api import Recipe, register_trainer
 from harness.api.recipe import Schedule
 
 from .model import LATENT_TOKENS, IVTLRModel
-from .options import SharedOptions, check_shared, prompt_text, rope_from_legacy
+from .options import ABLATION_DEFAULTS, SharedOptions, check_shared, policy_options, prompt_text, rope_from_legacy
 
 def split_rationale(rationale: str, n_steps: int) -> list[str]:
     """Sentences (". "-separated, newlines flattened), regrouped into at most ``n_steps`` steps; the
@@ -83,9 +83,12 @@ class IVTLRRecipe(Recipe):
         return Schedule((self.options.epochs_per_stage,) * (self.options.latent_steps + 1))
 
     def upgrade_identity(self, saved: dict) -> dict:
-        """Checkpoints written before ``--epochs-per-stage`` became a recipe option and ``positions``
-        became ``rope``."""
+        """Checkpoints written before ``--epochs-per-stage`` became a recipe option, ``positions``
+        became ``rope``, or the ablation options existed (then they were at their defaults)."""
         options = dict(saved.get("options", {}))
+        if options:
+            for key, default in ABLATION_DEFAULTS.items():
+                options.setdefault(key, default)
         if "epochs_per_stage" in saved:
             options.setdefault("epochs_per_stage", saved.pop("epochs_per_stage"))
         if "positions" in options:
@@ -100,7 +103,7 @@ class IVTLRRecipe(Recipe):
         self.new_token_ids = add_tokens(backbone, LATENT_TOKENS, init_from=self.options.init_token)
         attach_lora(backbone, self.lora_settings())  # freezes everything but LoRA (vision tower included)
         return IVTLRModel(backbone, top_k=self.options.top_k_patches,
-                          grad_through_latents=self.options.grad_through_latents)
+                          grad_through_latents=self.options.grad_through_latents, **policy_options(self.options))
 
     def lora_settings(self):
         from harness.latent.adapters import LoraSettings
@@ -134,6 +137,7 @@ class IVTLRRecipe(Recipe):
         return {"recipe": "ivt-lr", "new_tokens": list(LATENT_TOKENS), "lora": self.lora_settings().to_dict(),
                 "rope": o.rope, "instruction": o.instruction, "latent_steps": o.latent_steps,
                 "top_k_patches": o.top_k_patches, "answer_template": o.answer_template,
+                **{k: getattr(o, k) for k in ABLATION_DEFAULTS},
                 "vocab_size": int(self.backbone.lm_head.weight.shape[0]) if self.backbone else None}
 
     # -- data --------------------------------------------------------------------------------
