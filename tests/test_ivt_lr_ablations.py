@@ -99,3 +99,37 @@ def test_ablations_at_their_defaults_keep_the_stored_config():
         METHODS.get("ivt-lr")(patch_choice="best")
     with pytest.raises(ValueError, match="appends nothing"):
         METHODS.get("ivt-lr")(latent_text=False, top_k_patches=0)
+
+
+def test_image_size_resizes_in_inference_and_training(tiny_model_dirs):
+    from PIL import Image
+
+    from harness.api import METHODS, Query, TrainConfig
+    from harness.backbones import load_backbone
+    from methods.ivt_lr.train import IVTLRRecipe, StageItem
+
+    backbone = load_backbone(str(tiny_model_dirs["qwen2-vl"]), device="cpu", dtype="float32", rope="1d")
+    seen = []
+    original = backbone.build_inputs
+
+    def spy(images, prompts):
+        seen.append([image.size for imgs in images for image in imgs])
+        return original(images, prompts)
+
+    backbone.build_inputs = spy
+    query = Query(images=[Image.new("RGB", (90, 60), (200, 0, 0))], question="Question: what colour?")
+    for size, expected in ((280, (280, 280)), (0, (90, 60)), (56, (56, 56))):
+        METHODS.get("ivt-lr")(image_size=size, latent_steps=1, top_k_patches=1, max_new_tokens=1).run(backbone, [query])
+        assert seen[-1] == [expected]
+    recipe = IVTLRRecipe(TrainConfig(method="ivt-lr", bench="m3cot", model="m", data="d", out="o"))
+    recipe.backbone = backbone
+    import io
+
+    buffer = io.BytesIO()
+    Image.new("RGB", (90, 60), (0, 0, 200)).save(buffer, format="PNG")
+    item = StageItem(uid="u", prompt="Question: what colour?\nAnswer:", image_refs=[buffer.getvalue()], n_latent=0,
+                     text_steps=[], answer_text="Therefore, the answer is A")
+    recipe.collate([item])
+    assert seen[-1] == [(280, 280)], "training resizes exactly as inference does"
+    with pytest.raises(ValueError, match="image-size"):
+        METHODS.get("ivt-lr")(image_size=-1)

@@ -60,7 +60,8 @@ def test_stage_batches_hold_the_published_sequences_and_labels(tiny_model_dirs, 
         assert batch["n_latent"] == stage
         for i, (item, example) in enumerate(zip(items[:2], examples[:2])):
             ids, labels = flat_sequence(batch, i, latent_id)
-            prompt = backbone.build_inputs([[_decode(example)]], [item.prompt])["input_ids"][0]
+            # the published preprocessing: every image resized to 280 x 280 (--image-size)
+            prompt = backbone.build_inputs([[_decode(example).resize((280, 280))]], [item.prompt])["input_ids"][0]
             steps = split_rationale(example.rationale, 3)[stage:]
             target = [t for s in steps for t in tokenizer.encode(s + "\n", add_special_tokens=False)]
             target += tokenizer.encode(f"Therefore, the answer is {example.answer}", add_special_tokens=False) + [eos]

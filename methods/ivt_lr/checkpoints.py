@@ -107,18 +107,19 @@ def check_base(backbone, config: dict, folder, allow_mismatch: bool) -> None:
 
 
 def load_into_backbone(backbone, path: str, *, rope: str, instruction: str, published_lora_alpha: float,
-                       allow_base_mismatch: bool = False) -> None:
+                       allow_base_mismatch: bool = False, image_size: int | None = None) -> None:
     target = Path(path).expanduser()
     if target.is_dir():
         load_trained(backbone, target, rope=rope, instruction=instruction,
-                     allow_base_mismatch=allow_base_mismatch)
+                     allow_base_mismatch=allow_base_mismatch, image_size=image_size)
     elif target.is_file():
         load_published(backbone, target, lora_alpha=published_lora_alpha)
     else:
         raise FileNotFoundError(f"ivt-lr checkpoint {path} does not exist")
 
 
-def load_trained(backbone, folder: Path, *, rope: str, instruction: str, allow_base_mismatch: bool = False) -> None:
+def load_trained(backbone, folder: Path, *, rope: str, instruction: str, allow_base_mismatch: bool = False,
+                 image_size: int | None = None) -> None:
     """A `harness train --method ivt-lr` folder: new token rows, then the LoRA adapter merged in."""
     from harness.latent.adapters import LoraSettings, add_tokens, merge_adapter
     from harness.latent.checkpoint import load_tensors
@@ -127,8 +128,10 @@ def load_trained(backbone, folder: Path, *, rope: str, instruction: str, allow_b
     check_base(backbone, config, folder, allow_base_mismatch)
     # Checkpoints written before the rename record the mode as "positions" (1d | native).
     trained_rope = config["rope"] if "rope" in config else rope_from_legacy(config["positions"])
-    for name, ours, theirs in (("rope", rope, trained_rope),
-                               ("instruction", instruction, config["instruction"])):
+    checks = [("rope", rope, trained_rope), ("instruction", instruction, config["instruction"])]
+    if image_size is not None:  # checkpoints written before --image-size fed images as they came
+        checks.append(("image-size", image_size, config.get("image_size", 0)))
+    for name, ours, theirs in checks:
         if ours != theirs:
             raise ValueError(f"checkpoint {folder} was trained with {name}={theirs!r} but this run uses {ours!r}; "
                              f"pass --{name} {theirs!r}")

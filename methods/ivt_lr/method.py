@@ -8,7 +8,7 @@ from harness.api import Method, register_method
 from harness.api.types import MethodOutput, Query
 
 from ..baselines import final_answer_segment
-from .options import ABLATION_DEFAULTS, SharedOptions, check_shared, policy_options, prompt_text
+from .options import ABLATION_DEFAULTS, SharedOptions, check_shared, policy_options, prompt_text, resize_images
 
 MODES = ("cached", "reference")
 
@@ -77,7 +77,7 @@ class IVTLR(Method):
         from .checkpoints import load_into_backbone
 
         load_into_backbone(backbone, self.options.checkpoint, rope=self.options.rope,
-                           instruction=self.options.instruction,
+                           instruction=self.options.instruction, image_size=self.options.image_size,
                            published_lora_alpha=self.options.published_lora_alpha,
                            allow_base_mismatch=self.options.allow_base_mismatch)
 
@@ -91,7 +91,8 @@ class IVTLR(Method):
         from .policy import IVTLRPolicy
 
         o = self.options
-        inputs = backbone.build_inputs([q.images for q in queries], [self.prompt(q) for q in queries])
+        inputs = backbone.build_inputs([resize_images(q.images, o.image_size) for q in queries],
+                                       [self.prompt(q) for q in queries])
         policy = IVTLRPolicy(o.top_k_patches, **policy_options(o))
         loop = run_latent_loop(backbone, inputs, policy, o.latent_steps, mode=o.mode)
         decoded = decode(backbone, loop.state, o.max_new_tokens, sampling=self.sampling)

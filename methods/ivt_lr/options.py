@@ -22,6 +22,9 @@ class SharedOptions:
     # "mrope": the model's own M-RoPE (2-D image positions) continued as text positions.
     rope: str = "1d"
     instruction: str = "Answer:"  # follows the benchmark's question; inference must use the training prompt
+    # Every image resized to image_size x image_size, as the published code does (280: 100 Qwen2-VL
+    # image tokens, of which 3 x 32 are picked); 0 keeps the images as they come.
+    image_size: int = 280
     # Ablations (the paper's and ours): --top-k-patches 0 is latent text only; --latent-text false is
     # latent vision only; --patch-choice random|uniform replaces attention; --patch-reuse lets a step
     # pick a patch an earlier step picked.
@@ -36,6 +39,8 @@ def check_shared(options: SharedOptions) -> None:
         raise ValueError(f"ivt-lr: --rope must be one of: {', '.join(ROPE_MODES)}; got {options.rope!r}")
     if options.latent_steps < 0 or options.top_k_patches < 0:
         raise ValueError("ivt-lr: --latent-steps and --top-k-patches must be >= 0")
+    if options.image_size < 0:
+        raise ValueError(f"ivt-lr: --image-size must be >= 0 (0: no resize), got {options.image_size}")
     if options.patch_choice not in PATCH_CHOICES:
         raise ValueError(f"ivt-lr: --patch-choice must be one of: {', '.join(PATCH_CHOICES)}; "
                          f"got {options.patch_choice!r}")
@@ -58,3 +63,8 @@ def rope_from_legacy(value: str) -> str:
 def prompt_text(question: str, instruction: str) -> str:
     """The prompt both inference and training feed: the benchmark's question, then the instruction."""
     return f"{question}\n{instruction}" if instruction else question
+
+
+def resize_images(images: list, side: int) -> list:
+    """Each image as ``side`` x ``side`` (PIL's default filter, as the published code resizes); 0: as given."""
+    return [image.resize((side, side)) if side and image.size != (side, side) else image for image in images]

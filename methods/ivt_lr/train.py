@@ -19,7 +19,8 @@ from harness.api import Recipe, register_trainer
 from harness.api.recipe import Schedule
 
 from .model import LATENT_TOKENS, IVTLRModel
-from .options import ABLATION_DEFAULTS, SharedOptions, check_shared, policy_options, prompt_text, rope_from_legacy
+from .options import (ABLATION_DEFAULTS, SharedOptions, check_shared, policy_options, prompt_text, resize_images,
+                      rope_from_legacy)
 
 def split_rationale(rationale: str, n_steps: int) -> list[str]:
     """Sentences (". "-separated, newlines flattened), regrouped into at most ``n_steps`` steps; the
@@ -89,6 +90,7 @@ class IVTLRRecipe(Recipe):
         if options:
             for key, default in ABLATION_DEFAULTS.items():
                 options.setdefault(key, default)
+            options.setdefault("image_size", 0)  # images were fed as they came
         if "epochs_per_stage" in saved:
             options.setdefault("epochs_per_stage", saved.pop("epochs_per_stage"))
         if "positions" in options:
@@ -137,7 +139,7 @@ class IVTLRRecipe(Recipe):
         return {"recipe": "ivt-lr", "new_tokens": list(LATENT_TOKENS), "lora": self.lora_settings().to_dict(),
                 "rope": o.rope, "instruction": o.instruction, "latent_steps": o.latent_steps,
                 "top_k_patches": o.top_k_patches, "answer_template": o.answer_template,
-                **{k: getattr(o, k) for k in ABLATION_DEFAULTS},
+                "image_size": o.image_size, **{k: getattr(o, k) for k in ABLATION_DEFAULTS},
                 "vocab_size": int(self.backbone.lm_head.weight.shape[0]) if self.backbone else None}
 
     # -- data --------------------------------------------------------------------------------
@@ -167,7 +169,8 @@ class IVTLRRecipe(Recipe):
         if len(counts) != 1:  # one stage per epoch, so only the past-the-last-stage rule could differ
             raise ValueError(f"a batch mixes latent counts {sorted(counts)}")
         backbone = self.backbone
-        inputs = backbone.build_inputs([[decode_image(r) for r in item.image_refs] for item in items],
+        side = self.options.image_size  # as inference resizes them
+        inputs = backbone.build_inputs([resize_images([decode_image(r) for r in item.image_refs], side) for item in items],
                                        [item.prompt for item in items])
         targets = [self.target_ids(item) for item in items]
         width = max(len(t) for t in targets)
