@@ -133,3 +133,24 @@ def test_image_size_resizes_in_inference_and_training(tiny_model_dirs):
     assert seen[-1] == [(280, 280)], "training resizes exactly as inference does"
     with pytest.raises(ValueError, match="image-size"):
         METHODS.get("ivt-lr")(image_size=-1)
+
+
+def test_train_defaults_are_the_published_ones_unless_given(monkeypatch, tmp_path):
+    import harness.train.loop as loop
+    from harness.cli import main
+
+    seen = []
+
+    def fake_train(config, progress=True):
+        seen.append(config)
+        return SimpleNamespace(__dict__={}, last_loss=None, global_step=0, seconds=0, resumed_from=None, out=config.out)
+
+    monkeypatch.setattr(loop, "train", fake_train)
+    base = ["train", "--method", "ivt-lr", "--bench", "m3cot", "--model", "m", "--data", "d", "--out", str(tmp_path)]
+    assert main(base) == 0
+    c = seen[-1]
+    assert (c.batch_size, c.grad_accum, c.lr, c.weight_decay, c.max_grad_norm) == (4, 16, 4e-5, 0.01, 0.7)
+    assert c.batch_size * c.grad_accum == 64  # the published global batch
+    assert main(base + ["--weight-decay", "0", "--grad-accum", "2", "--max-grad-norm", "1.5"]) == 0
+    c = seen[-1]
+    assert (c.weight_decay, c.grad_accum, c.max_grad_norm, c.batch_size) == (0.0, 2, 1.5, 4)

@@ -96,6 +96,9 @@ class Schedule:
 class Recipe(ABC):
     name: ClassVar[str]
     benches: ClassVar[tuple[str, ...]] = ()  # the training data readers it accepts (harness.data.readers)
+    # The recipe's own defaults for TrainConfig fields (a method's published hyper-parameters); a value
+    # given on the command line wins, then these, then TrainConfig's.
+    train_defaults: ClassVar[dict[str, Any]] = {}
 
     @dataclasses.dataclass
     class Options:  # method-specific hyper-parameters, given to `harness train` as --name VALUE

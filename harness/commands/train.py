@@ -8,6 +8,9 @@ import json
 
 from harness.commands._common import quiet_libraries
 
+# TrainConfig fields a recipe may give its own defaults (Recipe.train_defaults).
+RECIPE_DEFAULTED = ("batch_size", "grad_accum", "lr", "weight_decay", "max_grad_norm")
+
 
 def cmd_train(args) -> int:
     from harness.api import TRAINERS, coerce_options
@@ -17,14 +20,16 @@ def cmd_train(args) -> int:
     recipe_cls = TRAINERS.get(args.method)
     options = coerce_options(recipe_cls, args.method_flags)
     quiet_libraries()
+    # Given on the command line, else the recipe's published default, else the loop's.
+    defaulted = {name: getattr(args, name) if getattr(args, name) is not None
+                 else recipe_cls.train_defaults.get(name, TrainConfig.__dataclass_fields__[name].default)
+                 for name in RECIPE_DEFAULTED}
     config = TrainConfig(
         method=args.method, bench=args.bench, model=args.model, data=args.data, out=args.out, split=args.split,
-        epochs=args.epochs, max_steps=args.max_steps,
-        batch_size=args.batch_size, grad_accum=args.grad_accum, lr=args.lr, weight_decay=args.weight_decay,
-        warmup_steps=args.warmup_steps, lr_schedule=args.lr_schedule, max_grad_norm=args.max_grad_norm,
+        epochs=args.epochs, max_steps=args.max_steps, warmup_steps=args.warmup_steps, lr_schedule=args.lr_schedule,
         seed=args.seed, limit=args.limit, lora_r=args.lora_r, lora_alpha=args.lora_alpha,
         lora_dropout=args.lora_dropout, lora_targets=args.lora_targets, mixed_precision=args.mixed_precision,
-        cpu=args.cpu, options=options,
+        cpu=args.cpu, options=options, **defaulted,
     )
     report = train(config, progress=not args.no_progress)
     if args.json:
@@ -53,13 +58,15 @@ def add_commands(sub) -> None:
     p.add_argument("--split", default="train")
     p.add_argument("--epochs", type=int, help="total epochs (default: the recipe's; ivt-lr: E * (stages + 1))")
     p.add_argument("--max-steps", type=int, help="stop (and save) after N optimizer steps")
-    p.add_argument("--batch-size", type=int, default=4, help="per device")
-    p.add_argument("--grad-accum", type=int, default=1, help="gradient accumulation steps")
-    p.add_argument("--lr", type=float, default=4e-5)
-    p.add_argument("--weight-decay", type=float, default=0.0)
+    # These five default to the recipe's published values (ivt-lr: batch 4 x accumulation 16 = 64 per
+    # process, lr 4e-5, weight decay 0.01, gradient clip 0.7: its DeepSpeed config), else the loop's.
+    p.add_argument("--batch-size", type=int, help="per device (default: the recipe's, else 4)")
+    p.add_argument("--grad-accum", type=int, help="gradient accumulation steps (default: the recipe's, else 1)")
+    p.add_argument("--lr", type=float, help="default: the recipe's, else 4e-5")
+    p.add_argument("--weight-decay", type=float, help="default: the recipe's, else 0")
     p.add_argument("--warmup-steps", type=int, default=0)
     p.add_argument("--lr-schedule", default="constant", help="constant, linear, cosine, ... (transformers)")
-    p.add_argument("--max-grad-norm", type=float, default=1.0)
+    p.add_argument("--max-grad-norm", type=float, help="gradient clip (default: the recipe's, else 1.0)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--limit", type=int, help="first N training examples")
     p.add_argument("--lora-r", type=int, default=64)
