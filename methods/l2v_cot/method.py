@@ -39,12 +39,16 @@ def check_cutoff(cutoff: int, source_width: int, target_width: int) -> int | Non
     return cutoff
 
 
-def transferred_direction(vectors: DirectionFile, source_layer: int, width: int, cutoff: int, resample: str):
-    """The unit direction ``v̂`` of width ``width`` from the file's mean direction at ``source_layer``."""
+def transferred_direction(vectors: DirectionFile, source_layer: int, width: int, cutoff: int, resample: str,
+                          band: str = "low", vector_norm: str = "unit"):
+    """The direction ``v̂`` of width ``width`` from the file's mean direction at ``source_layer``
+    (unit norm unless ``vector_norm="raw"``; the band above the cutoff with ``band="high"``)."""
     from .spectral import transfer
 
     k = check_cutoff(cutoff, vectors.hidden_size, width)
-    return transfer(vectors.mean(source_layer), width, k, method=resample)
+    if band == "high" and k is None:
+        raise ValueError("--band high keeps the frequencies above --cutoff: pass a cutoff, not -1")
+    return transfer(vectors.mean(source_layer), width, k, method=resample, band=band, norm=vector_norm)
 
 
 def resolve_layer(layer: str | int, vectors: DirectionFile, source_layer: int, depth: int) -> int:
@@ -76,6 +80,10 @@ class L2VCoT(DirectAnswer):
         cutoff: int = 200  # low-pass: highest frequency kept (reference 200; 900 for LLaVA-NeXT-8B); -1: none
         resample: str = "lmn"  # "lmn" (frequency domain, the paper's) or "interp" (the ablation)
         steer: str = "first"  # which positions: "first" (the reference's: first of every forward call) or "all"
+        band: str = "low"  # "low" (the paper's method) or "high" (its ablation: only frequencies above the cutoff)
+        # "unit" (ours: alpha alone sets the strength) or "raw" (the reference's: the low-passed mean at its
+        # own scale, so the reference's alphas apply as they are)
+        vector_norm: str = "unit"
         max_new_tokens: int = 512
         instruction: str = DirectAnswer.Options.instruction
         open_instruction: str = DirectAnswer.Options.open_instruction
@@ -87,6 +95,9 @@ class L2VCoT(DirectAnswer):
             raise ValueError("l2v-cot needs --vector FILE (a direction file from `harness l2v extract`)")
         if o.resample not in TRANSFER_METHODS:
             raise ValueError(f"--resample must be one of: {', '.join(TRANSFER_METHODS)}; got {o.resample!r}")
+        if o.band not in ("low", "high") or o.vector_norm not in ("unit", "raw"):
+            raise ValueError(f"--band must be low or high and --vector-norm unit or raw; got {o.band!r}, "
+                             f"{o.vector_norm!r}")
         if o.steer not in STEER:
             raise ValueError(f"--steer must be one of: {', '.join(STEER)}; got {o.steer!r}")
         if str(o.layer) != "auto":
@@ -105,11 +116,15 @@ class L2VCoT(DirectAnswer):
         depth = len(backbone.decoder_layers())
         self.target_layer = resolve_layer(self.options.layer, self.vectors, self.source_layer, depth)
         self.direction = transferred_direction(self.vectors, self.source_layer, backbone.hidden_size,
-                                               self.options.cutoff, self.options.resample)
+                                               self.options.cutoff, self.options.resample, self.options.band,
+                                               self.options.vector_norm)
         self._prepared_for = backbone
 
     def config(self) -> dict:
         config = super().config()
+        for key, default in (("band", "low"), ("vector_norm", "unit")):  # runs before these options keep their key
+            if config[key] == default:
+                del config[key]
         config["vector_sha256"] = self.vector_sha256
         config["vector_source"] = {k: self.vectors.metadata.get(k) for k in ("model", "num_layers", "hidden_size",
                                                                              "n", "contrast", "data_sha256")}

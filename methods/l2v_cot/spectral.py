@@ -232,7 +232,12 @@ def normalize(v: torch.Tensor, eps: float = 1e-12) -> torch.Tensor:
     return (x / norm).to(_out_dtype(v))
 
 
-def transfer(v: torch.Tensor, m: int, k: int | None, method: str = "lmn") -> torch.Tensor:
+BANDS = ("low", "high")
+NORMS = ("unit", "raw")
+
+
+def transfer(v: torch.Tensor, m: int, k: int | None, method: str = "lmn", band: str = "low",
+             norm: str = "unit") -> torch.Tensor:
     """Map an LLM direction (size ``n``) to a unit VLM direction (size ``m``): the whole pipeline.
 
     * ``method="lmn"`` (the paper's method): ``normalize(resample(v, m, k))``, which is
@@ -245,23 +250,34 @@ def transfer(v: torch.Tensor, m: int, k: int | None, method: str = "lmn") -> tor
         k: low-pass cutoff (highest frequency kept, see :func:`lowpass`); ``None`` skips the
             low-pass (full band).
         method: ``"lmn"`` or ``"interp"``.
+        band: ``"low"`` (the paper's method: frequencies ``0..k``) or ``"high"`` (the paper's ablation:
+            ``v`` minus its low-pass, i.e. the frequencies above ``k``, carried to ``m`` whole).
+        norm: ``"unit"`` (ours: alpha alone sets the strength) or ``"raw"`` (the reference code's:
+            the transferred vector at its own scale).
 
     Returns:
-        Unit-norm (along the last dim) real tensor ``[..., m]`` with the dtype of ``v``.
+        Real tensor ``[..., m]`` with the dtype of ``v``, of unit norm along the last dim unless ``raw``.
 
     Raises:
         ValueError: unknown ``method`` (the message names the valid ones), or invalid ``m``/``k``.
     """
     if method not in TRANSFER_METHODS:
         raise ValueError(f"unknown transfer method {method!r}; valid methods: {', '.join(TRANSFER_METHODS)}")
+    if band not in BANDS or norm not in NORMS:
+        raise ValueError(f"band must be one of {', '.join(BANDS)} and norm one of {', '.join(NORMS)}; "
+                         f"got {band!r}, {norm!r}")
     v = _as_real_tensor(v)
     out_dtype = _out_dtype(v)
     x = v.to(torch.float64)  # keep float64 between the steps; cast once at the end
+    if band == "high":
+        if k is None:
+            raise ValueError("band='high' needs a cutoff: the frequencies above it are kept")
+        x, k = x - lowpass(x, k), None  # then carried to m without a further low-pass
     if method == "lmn":
         y = resample(x, m, k)
     else:
         y = interpolate(x if k is None else lowpass(x, k), m)
-    return normalize(y).to(out_dtype)
+    return (normalize(y) if norm == "unit" else y).to(out_dtype)
 
 
 def dispersion(directions: torch.Tensor) -> float:
