@@ -93,21 +93,49 @@ def test_batched_extraction_equals_one_by_one(llm):
     assert torch.allclose(one, batched, atol=1e-4)
 
 
+def test_answer_end_extraction_reads_the_last_answer_token(llm_dir, llm, tmp_path):
+    """--extract-at answer-end: the user turn with the generation prompt, then the answer; its last token."""
+    model, tokenizer = llm
+    path, meta = extract(str(llm_dir), DEFAULT_PAIRS, [0], tmp_path / "a.safetensors", n=3, device="cpu",
+                         dtype="float32", extract_at="answer-end")
+    assert meta["extract_at"] == "answer-end"
+
+    def state(question, answer):
+        prompt = tokenizer.apply_chat_template([{"role": "user", "content": question}], add_generation_prompt=True,
+                                               tokenize=False)
+        ids = tokenizer(prompt + answer, add_special_tokens=False, return_tensors="pt")["input_ids"]
+        with torch.no_grad():
+            return model(input_ids=ids, output_hidden_states=True).hidden_states[1][0, -1]
+
+    pairs = load_pairs(DEFAULT_PAIRS, "still2", n=3)
+    expected = torch.stack([state(p.question, p.long_answer) - state(p.question, p.short_answer) for p in pairs])
+    assert torch.allclose(load_directions(path).directions[0], expected, atol=1e-4)
+    with pytest.raises(ValueError, match="extract-at"):
+        extract(str(llm_dir), DEFAULT_PAIRS, [0], tmp_path / "b.safetensors", n=3, extract_at="middle")
+
+
 def test_vector_file_round_trips(llm_dir, vector_file, llm):
     loaded = load_directions(vector_file)
     assert loaded.layers == [0, 1] and loaded.num_layers == 2 and loaded.hidden_size == 48
     meta = loaded.metadata
     assert meta["model"] == str(llm_dir) and meta["n"] == "12" and meta["contrast"] == "still2"
     assert meta["data_sha256"] == file_sha256(DEFAULT_PAIRS)
-    # Per-sample directions are exactly h(long) - h(short) at the hooked layer, and the stored mean is theirs.
+    # Per-sample directions are exactly h(long) - h(short) where the reference reads them: computed here
+    # from transformers alone, one text at a time (no padding, no hooks): the whole exchange through the
+    # chat template, the output of decoder layer 0 (= hidden_states[1]) at the last (end-of-turn) token.
     model, tokenizer = llm
-    from harness.backbones.text import causal_lm_chat
-    from methods.l2v_cot.extract import directions_from
 
-    expected = directions_from(lambda texts: llm_states(model, tokenizer, texts, [1]), load_pairs(DEFAULT_PAIRS,
-                               "still2", n=12), "still2", causal_lm_chat(tokenizer))[1]
-    assert loaded.directions[1].shape == (12, 48)
-    assert torch.allclose(loaded.directions[1], expected, atol=1e-5)
+    def state(question, answer):
+        text = tokenizer.apply_chat_template([{"role": "user", "content": question},
+                                              {"role": "assistant", "content": answer}], tokenize=False)
+        ids = tokenizer(text, add_special_tokens=False, return_tensors="pt")["input_ids"]
+        with torch.no_grad():
+            return model(input_ids=ids, output_hidden_states=True).hidden_states[1][0, -1]
+
+    pairs = load_pairs(DEFAULT_PAIRS, "still2", n=12)
+    expected = torch.stack([state(p.question, p.long_answer) - state(p.question, p.short_answer) for p in pairs])
+    assert loaded.directions[0].shape == (12, 48) and meta["extract_at"] == "turn-end"
+    assert torch.allclose(loaded.directions[0], expected, atol=1e-4)
     assert torch.allclose(loaded.mean(1), loaded.directions[1].mean(0), atol=1e-6)
     assert [p.name for p in vector_file.parent.iterdir()] == [vector_file.name], "no temporary file left"
     with pytest.raises(ValueError, match="no layer 5"):

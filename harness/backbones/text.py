@@ -50,3 +50,13 @@ def causal_lm_chat(tokenizer) -> Callable[[str], str]:
         return lambda text: tokenizer.apply_chat_template([{"role": "user", "content": text}],
                                                           add_generation_prompt=True, tokenize=False)
     return lambda text: f"Question: {text}\nAnswer: "
+
+
+def causal_lm_turn(tokenizer) -> Callable[[str, str], str]:
+    """A whole exchange, ``(user, assistant) → text``: the chat template over both turns, no generation
+    prompt, so the text ends with the template's end-of-turn tokens (what L2V-CoT's reference reads)."""
+    if not getattr(tokenizer, "chat_template", None):
+        raise ValueError("this tokenizer has no chat template, so no end-of-turn token: use --extract-at answer-end")
+    return lambda user, assistant: tokenizer.apply_chat_template(
+        [{"role": "user", "content": user}, {"role": "assistant", "content": assistant}],
+        add_generation_prompt=False, tokenize=False)

@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from harness.backbones.text import causal_lm_chat, causal_lm_decoder, load_causal_lm
+from harness.backbones.text import causal_lm_chat, causal_lm_decoder, causal_lm_turn, load_causal_lm
 
 log = logging.getLogger("harness")
 
@@ -104,10 +104,16 @@ def load_pairs(path: str | Path, contrast: str, n: int | None = None) -> list[Co
     return pairs
 
 
-def contrast_texts(pairs: list[ContrastPair], contrast: str,
-                   chat: Callable[[str], str]) -> tuple[list[str], list[str]]:
+EXTRACT_AT = ("turn-end", "answer-end")
+
+
+def contrast_texts(pairs: list[ContrastPair], contrast: str, chat: Callable[[str], str],
+                   turn: Callable[[str, str], str] | None = None) -> tuple[list[str], list[str]]:
     """(CoT texts, direct texts); ``chat(user_text)`` gives the chat-templated prompt up to the
-    assistant's turn."""
+    assistant's turn. With ``turn(user, assistant)`` (still2 pairs) each text is the whole exchange,
+    ending with the end-of-turn tokens (the reference's extraction point) instead of the last answer token."""
+    if contrast != "prompt" and turn is not None:
+        return ([turn(p.question, p.long_answer) for p in pairs], [turn(p.question, p.short_answer) for p in pairs])
     if contrast == "prompt":
         return ([chat(f"{p.question}\n{COT_SUFFIX}") for p in pairs],
                 [chat(f"{p.question}\n{DIRECT_SUFFIX}") for p in pairs])
@@ -173,17 +179,24 @@ def backbone_chat(backbone) -> Callable[[str], str]:
 
 
 def directions_from(model_states: Callable[[list[str]], dict], pairs: list[ContrastPair], contrast: str,
-                    chat: Callable[[str], str]) -> dict:
+                    chat: Callable[[str], str], turn: Callable[[str, str], str] | None = None) -> dict:
     """{layer: [N, d]} per-sample directions ``u_i = h(CoT_i) - h(direct_i)``."""
-    cot_texts, direct_texts = contrast_texts(pairs, contrast, chat)
+    cot_texts, direct_texts = contrast_texts(pairs, contrast, chat, turn)
     cot, direct = model_states(cot_texts), model_states(direct_texts)
     return {index: cot[index] - direct[index] for index in cot}
 
 
 def extract(llm: str, pairs_path: str | Path, layers: list[int], out: str | Path, *, n: int = 100,
             contrast: str = "still2", batch_size: int = 4, device: str = "auto", dtype: str = "auto",
-            revision: str | None = None) -> tuple[Path, dict]:
-    """The whole extraction: load, run the pairs, write the direction file. Returns (path, metadata)."""
+            revision: str | None = None, extract_at: str = "turn-end") -> tuple[Path, dict]:
+    """The whole extraction: load, run the pairs, write the direction file. Returns (path, metadata).
+
+    ``extract_at``: where a still2 text is read, ``turn-end`` (the reference: the last token of the
+    chat template over the user and assistant turns, an end-of-turn token) or ``answer-end`` (the last
+    token of the answer). Prompt contrasts end at the generation prompt either way.
+    """
+    if extract_at not in EXTRACT_AT:
+        raise ValueError(f"--extract-at must be one of: {', '.join(EXTRACT_AT)}; got {extract_at!r}")
     from datetime import datetime, timezone
 
     from harness.backbones import model_fingerprint
@@ -196,13 +209,15 @@ def extract(llm: str, pairs_path: str | Path, layers: list[int], out: str | Path
     model, tokenizer = load_causal_lm(llm, device=device, dtype=dtype, revision=revision)
     _, stack = causal_lm_decoder(model)
     layers = _check_layers(layers, len(stack), "source LLM")
+    turn = causal_lm_turn(tokenizer) if extract_at == "turn-end" and contrast == "still2" else None
     directions = directions_from(lambda texts: llm_states(model, tokenizer, texts, layers, batch_size),
-                                 pairs, contrast, causal_lm_chat(tokenizer))
+                                 pairs, contrast, causal_lm_chat(tokenizer), turn)
     metadata = {
         "model": llm, "model_revision": model_fingerprint(llm, revision), "num_layers": len(stack),
         "hidden_size": model.config.hidden_size, "n": len(pairs), "contrast": contrast,
         "data": str(pairs_path), "data_sha256": file_sha256(pairs_path),
-        "hook": "decoder layer output, last token", "created_at": datetime.now(timezone.utc).isoformat(),
+        "hook": "decoder layer output, last token",
+        "extract_at": extract_at if contrast == "still2" else "generation-prompt", "created_at": datetime.now(timezone.utc).isoformat(),
     }
     path = save_directions(out, directions, metadata)
     return path, {**metadata, "layers": layers}
