@@ -295,9 +295,42 @@ def test_alpha_zero_is_the_direct_baseline_and_a_strong_alpha_changes_answers(ba
     direct = METHODS.get("direct")(max_new_tokens=8)(backbone, queries)
     zero = L2VCoT(vector=str(vector_file), source_layer=1, cutoff=10, alpha=0.0, max_new_tokens=8)(backbone, queries)
     assert [o.text for o in zero] == [o.text for o in direct]
-    strong = L2VCoT(vector=str(vector_file), source_layer=1, cutoff=10, alpha=50.0, steer="all", layer="0",
-                    max_new_tokens=8)(backbone, queries)
-    assert [o.text for o in strong] != [o.text for o in direct]
+
+
+def test_steered_first_token_equals_a_hand_made_injection(backbone, vector_file, images):
+    """The first token under steering equals the argmax of one forward whose layer-0 output is changed by
+    a hook written here, with the direction computed here by numpy: h' = (h + a v) |h| / |h + a v| at
+    every position, v the unit low-passed, frequency-resampled mean direction."""
+    import numpy as np
+
+    query = Query(images=images[0], question="Question: What colour?\n(A) red\n(B) blue", choices=["red", "blue"])
+    mean = load_directions(vector_file).mean(1).double().numpy()
+    n, m, k = len(mean), backbone.hidden_size, 10
+    spectrum = np.fft.rfft(mean)[: k + 1]
+    v = np.fft.irfft(np.concatenate([spectrum, np.zeros(m // 2 + 1 - (k + 1))]), n=m)
+    v = torch.tensor(v / np.linalg.norm(v), dtype=torch.float32)
+    method = L2VCoT(vector=str(vector_file), source_layer=1, cutoff=10, alpha=1.0, layer="0", max_new_tokens=1)
+    inputs = backbone.build_inputs([query.images], [method.prompt(query)])
+
+    def first_token(alpha):
+        def hook(_module, _args, output):
+            h = output[0] if isinstance(output, tuple) else output
+            steered = (h + alpha * v) * h.norm(dim=-1, keepdim=True) / (h + alpha * v).norm(dim=-1, keepdim=True)
+            return (steered, *output[1:]) if isinstance(output, tuple) else steered
+        handle = backbone.decoder_layers()[0].register_forward_hook(hook)
+        try:
+            with torch.no_grad():
+                return int(backbone.model(**inputs).logits[0, -1].argmax())
+        finally:
+            handle.remove()
+
+    plain = first_token(0.0)
+    alpha = next((a for a in (2.0, 8.0, 32.0, 128.0) if first_token(a) != plain), None)
+    assert alpha is not None, "some strength changes the first token: the comparison has teeth"
+    steered = L2VCoT(vector=str(vector_file), source_layer=1, cutoff=10, alpha=alpha, steer="all", layer="0",
+                     max_new_tokens=1)(backbone, [query])[0]
+    assert steered.text == backbone.tokenizer.decode([first_token(alpha)], skip_special_tokens=True)
+    assert steered.generated_tokens == 1
 
 
 # -- commands ----------------------------------------------------------------------------------
