@@ -35,3 +35,32 @@ def images():
         return image
 
     return [[shape((220, 30, 30), (64, 64))], [shape((30, 30, 220), (96, 72))]]
+
+
+@pytest.fixture()
+def publish():
+    """``publish(source)``: LoRA (random, seeded) on ``source`` (a backbone with IVT-LR's tokens added),
+    returned as a state dict in the published IVT-LR ``model.pth`` layout: the peft model under
+    ``base_causallm`` with transformers-4.51 names, and the input embeddings again as ``embedding``."""
+    import re
+
+    import torch
+
+    from harness.latent.adapters import LoraSettings, attach_lora
+
+    def make(source, seed: int = 0) -> dict:
+        peft_model = attach_lora(source, LoraSettings(r=4, alpha=16, dropout=0.0))
+        torch.manual_seed(seed)
+        for name, p in source.model.named_parameters():
+            if "lora_" in name:
+                p.data.normal_(0, 0.05)
+        published = {}
+        for key, value in peft_model.state_dict().items():
+            name = key.removeprefix("base_model.model.")
+            name = re.sub(r"^model\.language_model\.", "model.", name)
+            name = re.sub(r"^model\.visual\.", "visual.", name)
+            published["base_causallm.base_model.model." + name] = value.clone()
+        published["embedding.weight"] = source.model.get_input_embeddings().weight.detach().clone()
+        return published
+
+    return make

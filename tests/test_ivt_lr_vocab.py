@@ -6,8 +6,6 @@ whose matrix is padded beyond the tokenizer (Qwen2-VL-7B: 152,064 rows for 151,6
 """
 from __future__ import annotations
 
-import re
-
 import torch
 
 from methods.ivt_lr.model import LATENT_TOKENS
@@ -23,10 +21,10 @@ def _logits(backbone):
         return backbone.model(**inputs).logits
 
 
-def test_a_published_checkpoint_that_shrinks_a_padded_vocabulary(tiny_model_dirs, tmp_path):
+def test_a_published_checkpoint_that_shrinks_a_padded_vocabulary(tiny_model_dirs, tmp_path, publish):
     from harness.api import METHODS
     from harness.backbones import load_backbone
-    from harness.latent.adapters import LoraSettings, add_tokens, attach_lora
+    from harness.latent.adapters import add_tokens
 
     # A base model whose embedding matrix is padded past its tokenizer, as real checkpoints are.
     base = load_backbone(str(tiny_model_dirs["qwen2-vl"]), device="cpu", dtype="float32")
@@ -40,18 +38,7 @@ def test_a_published_checkpoint_that_shrinks_a_padded_vocabulary(tiny_model_dirs
     assert source.model.get_input_embeddings().weight.shape[0] == tokens + PAD_ROWS
     add_tokens(source, LATENT_TOKENS, init_from="the", vocab_size=tokens + len(LATENT_TOKENS))  # the reference's
     assert source.model.get_input_embeddings().weight.shape[0] == tokens + 3 < tokens + PAD_ROWS
-    peft_model = attach_lora(source, LoraSettings(r=4, alpha=16, dropout=0.0))
-    torch.manual_seed(1)
-    for name, p in source.model.named_parameters():
-        if "lora_" in name:
-            p.data.normal_(0, 0.05)
-    published = {}
-    for key, value in peft_model.state_dict().items():
-        name = key.removeprefix("base_model.model.")
-        name = re.sub(r"^model\.language_model\.", "model.", name)
-        name = re.sub(r"^model\.visual\.", "visual.", name)
-        published["base_causallm.base_model.model." + name] = value.clone()
-    published["embedding.weight"] = source.model.get_input_embeddings().weight.detach().clone()
+    published = publish(source, seed=1)
     torch.save(published, tmp_path / "model.pth")
 
     target = load_backbone(str(padded), device="cpu", dtype="float32")

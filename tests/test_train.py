@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import re
 
 import pytest
 import torch
@@ -220,30 +219,19 @@ def test_train_refuses_a_foreign_out_folder(tiny_model_dirs, m3cot_data, tmp_pat
     assert rc == 2 and "has no option" in capsys.readouterr().err
 
 
-def test_published_checkpoint_maps_onto_this_model(tiny_model_dirs, tmp_path):
+def test_published_checkpoint_maps_onto_this_model(tiny_model_dirs, tmp_path, publish):
     """A state dict in the published layout (LoRA-wrapped Qwen2-VL under `base_causallm`, transformers
     4.51 names, vocabulary + 3, `embedding.weight`), saved with torch.save, loads with weights_only and
     gives the source model's logits."""
     from harness.backbones import load_backbone
-    from harness.latent.adapters import LoraSettings, add_tokens, attach_lora
+    from harness.latent.adapters import add_tokens
     from harness.api import METHODS
 
     path = str(tiny_model_dirs["qwen2-vl"])
     source = load_backbone(path, device="cpu", dtype="float32")
     vocab = source.model.get_input_embeddings().weight.shape[0]
     add_tokens(source, LATENT_TOKENS, init_from="the")
-    peft_model = attach_lora(source, LoraSettings(r=4, alpha=16, dropout=0.0))
-    torch.manual_seed(0)
-    for name, p in source.model.named_parameters():
-        if "lora_" in name:
-            p.data.normal_(0, 0.05)
-    published = {}
-    for key, value in peft_model.state_dict().items():
-        name = key.removeprefix("base_model.model.")
-        name = re.sub(r"^model\.language_model\.", "model.", name)
-        name = re.sub(r"^model\.visual\.", "visual.", name)
-        published["base_causallm.base_model.model." + name] = value.clone()
-    published["embedding.weight"] = source.model.get_input_embeddings().weight.detach().clone()
+    published = publish(source)
     assert any(".lora_A.default.weight" in k and "model.layers.0." in k for k in published)
     assert any(".base_layer.weight" in k for k in published) and any(".visual." in k for k in published)
     assert published["embedding.weight"].shape[0] == vocab + 3
