@@ -24,6 +24,8 @@ ALLOWED = {
     "harness.benchmarks": {"harness.api", "harness.scoring"},
     "harness.data": {"harness.api", "harness.benchmarks", "harness.scoring"},
     "harness.train": {"harness.api", "harness.backbones", "harness.latent", "harness.data"},
+    # The zoo trains and evaluates through the registries (benchmark, methods) and the real Backbone.
+    "harness.zoo": {"harness.api", "harness.backbones", "harness.data"},
     # Benchmarks and methods reach the runner through the registries only.
     "harness.run": {"harness", "harness.api", "harness.backbones"},
     "harness.testing": {"harness.api", "harness.benchmarks", "harness.scoring"},
@@ -31,7 +33,7 @@ ALLOWED = {
                              "harness.commands._common"},
     "harness.commands": {"harness", "harness.api", "harness.backbones", "harness.latent", "harness.benchmarks",
                          "harness.scoring", "harness.data", "harness.run", "harness.train", "harness.analysis",
-                         "harness.testing", "harness.integrations", "leaderboard"},
+                         "harness.testing", "harness.integrations", "harness.zoo", "leaderboard"},
     "harness.cli": {"harness.api", "harness.commands", "harness.run"},
     # Methods build on the interfaces, backbones and the latent layer (a recipe never imports the training
     # loop: the loop reads it from TRAINERS); their own commands use the runner and the CLI's helpers.

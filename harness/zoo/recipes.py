@@ -1,0 +1,68 @@
+"""The zoo's recipes: each entry is data (family, architecture, tokenizer, training), read by :mod:`.build`.
+
+Sizes are chosen for 2 CPU cores: a build (training plus the full test evaluation) takes well under
+15 minutes there, and the weights stay under 10 MB in float32. A recipe never holds code; change a
+number here and ``harness zoo build NAME`` trains the new model.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+# Formats a training example is drawn in: (method, multiple choice?) → share of the training batches.
+# Each batch holds one format, so its sequences have similar lengths (little padding).
+DEFAULT_MIXTURE = {
+    "direct": 0.56,        # Question: q \n open instruction → "yes"
+    "direct-mc": 0.10,     # Question: q \n Options ... \n letter instruction → "A"
+    "cot": 0.10,           # rationale + "The answer is yes."
+    "cot-mc": 0.04,        # rationale + "The answer is (A)."
+    "mm-cot-1": 0.10,      # stage 1: rationale only
+    "mm-cot-2": 0.07,      # stage 2: q + Rationale: ... → "The answer is yes."
+    "mm-cot-2-mc": 0.03,   # stage 2, multiple choice → "The answer is (A)."
+}
+# Share of each question type in a batch (the data is 3/4 yes/no).
+DEFAULT_TYPE_WEIGHTS = {"yes/no": 0.5, "shape": 0.25, "colour": 0.25}
+
+
+@dataclass(frozen=True)
+class Recipe:
+    name: str
+    family: str  # a harness backbone family: "qwen2-vl" or "llava"
+    description: str
+    vision: dict  # the vision tower's config (family-specific keys, passed to transformers)
+    text: dict  # the Qwen2 language model: hidden_size, layers, heads, kv_heads, intermediate_size
+    image_size: int = 64  # easy-VQA's own size: no resampling
+    vocab_size: int = 1024  # byte-level BPE trained on the training prompts: every answer word is one token
+    train: dict = field(default_factory=dict)  # steps, batch_size, lr, warmup, min_lr, weight_decay, clip
+    mixture: dict = field(default_factory=lambda: dict(DEFAULT_MIXTURE))
+    type_weights: dict = field(default_factory=lambda: dict(DEFAULT_TYPE_WEIGHTS))
+    target_accuracy: float = 0.90  # direct, full test split (the slow test checks it)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+TRAIN = dict(steps=1500, batch_size=48, lr=2e-3, warmup=100, min_lr=1e-4, weight_decay=0.01, clip=1.0,
+             betas=(0.9, 0.98))
+
+RECIPES = [
+    Recipe(
+        name="easyvqa-qwen2vl",
+        family="qwen2-vl",
+        description="Qwen2-VL trained from scratch on easy-VQA: 8-px patches merged 2x2 (16 image tokens), "
+                    "3-block vision tower, 3-layer Qwen2 LM with M-RoPE",
+        vision=dict(depth=3, embed_dim=96, num_heads=4, mlp_ratio=2, patch_size=8, spatial_merge_size=2,
+                    temporal_patch_size=2),
+        text=dict(hidden_size=128, layers=3, heads=4, kv_heads=2, intermediate_size=384),
+        train=dict(TRAIN),
+    ),
+    Recipe(
+        name="easyvqa-llava",
+        family="llava",
+        description="LLaVA (CLIP vision tower + 2-layer MLP projector + Qwen2 LM) trained from scratch on easy-VQA: "
+                    "16-px patches (16 image tokens), 3-layer CLIP, 3-layer Qwen2 LM",
+        vision=dict(hidden_size=128, intermediate_size=256, num_hidden_layers=3, num_attention_heads=4,
+                    patch_size=16),
+        text=dict(hidden_size=128, layers=3, heads=4, kv_heads=2, intermediate_size=384),
+        train=dict(TRAIN),
+    ),
+]
