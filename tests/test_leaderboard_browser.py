@@ -101,3 +101,46 @@ def test_runs_appear_and_a_filter_changes_the_table(served, tmp_path):
             print(f"screenshot: {run_shot}")
         finally:
             browser.close()
+
+
+def test_the_demo_database_in_the_browser(tmp_path):
+    """The leaderboard over a demo database: `$HARNESS_DEMO_DB` (the README's screenshot is taken on the
+    full `harness demo` database this way, into `$HARNESS_SCREENSHOT_DIR`), else a reduced demo run
+    here. The easy-VQA rows are the zoo model's, so the table shows real differences between methods."""
+    _need_browser()
+    from playwright.sync_api import expect, sync_playwright
+
+    from harness.cli import main
+    from leaderboard.app import build_app, launch
+    from leaderboard.queries import LeaderboardDB
+
+    url = os.environ.get("HARNESS_DEMO_DB")
+    if not url:
+        out = tmp_path / "demo"
+        assert main(["demo", "--out", str(out), "--methods", "direct,cot", "--benches", "easyvqa,m3cot",
+                     "--easyvqa-n", "40", "--n", "6"]) == 0
+        url = f"sqlite:///{out / 'harness.db'}"
+    db = LeaderboardDB(url)
+    app = build_app(db, {})
+    port = _free_port()
+    _, local_url, _ = launch(app, host="127.0.0.1", port=port, block=False)
+    shots = Path(os.environ.get("HARNESS_SCREENSHOT_DIR") or tmp_path)
+    try:
+        with sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+            try:
+                page = browser.new_page(viewport={"width": 1600, "height": 1100})
+                page.goto(local_url)
+                table = page.locator("#main-table")
+                expect(table).to_contain_text("easyvqa", timeout=60_000)
+                text = table.inner_text()
+                assert "zoo:easyvqa-qwen2vl" in text and "direct" in text and "cot" in text
+                shot = shots / "leaderboard-demo.png"
+                page.screenshot(path=str(shot), full_page=False)
+                assert shot.stat().st_size > 10_000
+                print(f"screenshot: {shot}")
+            finally:
+                browser.close()
+    finally:
+        app.close()
+        db.close()

@@ -2,6 +2,7 @@
 benchmarks' fixtures, SQLite; the table it prints has numbers that mean something on easy-VQA."""
 from __future__ import annotations
 
+import json
 import sys
 import time
 from pathlib import Path
@@ -11,8 +12,9 @@ from harness.commands._common import UsageError, db_arg, quiet_libraries
 DEFAULT_MODEL = "zoo:easyvqa-qwen2vl"
 DEFAULT_METHODS = "direct,cot,mm-cot,ivt-lr"
 FIXTURE_BENCHES = ("m3cot", "mathvista", "mathverse", "mmstar", "mmbench", "mmvp", "pope", "scienceqa")
-# A method that needs a trained checkpoint takes it from the zoo: METHOD → (option, zoo folder).
-ZOO_CHECKPOINTS = {"ivt-lr": ("checkpoint", "{model}-ivt-lr")}
+# A method that needs a trained checkpoint takes it from the zoo: METHOD → (option, zoo folder, the
+# options the checkpoint was trained with that its run must repeat, read from its config.json).
+ZOO_CHECKPOINTS = {"ivt-lr": ("checkpoint", "{model}-ivt-lr", ("image_size", "top_k_patches"))}
 # Tokens a generated rationale needs on easy-VQA (about 40) with room to spare; direct stops at <|im_end|>.
 MAX_NEW_TOKENS = 64
 
@@ -22,7 +24,7 @@ def _checkpoint_options(method: str, model: str) -> dict:
 
     if method not in ZOO_CHECKPOINTS:
         return {}
-    option, pattern = ZOO_CHECKPOINTS[method]
+    option, pattern, trained_with = ZOO_CHECKPOINTS[method]
     if not model.startswith(ZOO_PREFIX):
         raise UsageError(f"demo: {method} needs a trained checkpoint, which the zoo has only for zoo models; "
                          f"drop {method} from --methods or pass a zoo:NAME --model")
@@ -30,7 +32,8 @@ def _checkpoint_options(method: str, model: str) -> dict:
     if not (folder / "config.json").is_file():
         raise UsageError(f"demo: {method} needs its checkpoint {folder}, which is not built; drop {method} from "
                          f"--methods, or build it (README: the proving ground)")
-    return {option: str(folder)}
+    config = json.loads((folder / "config.json").read_text())
+    return {option: str(folder), **{key: config[key] for key in trained_with}}
 
 
 def cmd_demo(args) -> int:

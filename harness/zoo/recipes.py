@@ -11,16 +11,16 @@ from dataclasses import asdict, dataclass, field
 # Formats a training example is drawn in: (method, multiple choice?) → share of the training batches.
 # Each batch holds one format, so its sequences have similar lengths (little padding).
 DEFAULT_MIXTURE = {
-    "direct": 0.56,        # Question: q \n open instruction → "yes"
+    "direct": 0.40,        # Question: q \n open instruction → "yes"
     "direct-mc": 0.10,     # Question: q \n Options ... \n letter instruction → "A"
-    "cot": 0.10,           # rationale + "The answer is yes."
-    "cot-mc": 0.04,        # rationale + "The answer is (A)."
-    "mm-cot-1": 0.10,      # stage 1: rationale only
-    "mm-cot-2": 0.07,      # stage 2: q + Rationale: ... → "The answer is yes."
-    "mm-cot-2-mc": 0.03,   # stage 2, multiple choice → "The answer is (A)."
+    "cot": 0.15,           # rationale + "The answer is yes."
+    "cot-mc": 0.03,        # rationale + "The answer is (A)."
+    "mm-cot-1": 0.15,      # stage 1: rationale only
+    "mm-cot-2": 0.12,      # stage 2: q + Rationale: ... → "The answer is yes."
+    "mm-cot-2-mc": 0.05,   # stage 2, multiple choice → "The answer is (A)."
 }
 # Share of each question type in a batch (the data is 3/4 yes/no).
-DEFAULT_TYPE_WEIGHTS = {"yes/no": 0.5, "shape": 0.25, "colour": 0.25}
+DEFAULT_TYPE_WEIGHTS = {"yes/no": 0.45, "shape": 0.30, "colour": 0.25}
 
 
 @dataclass(frozen=True)
@@ -41,15 +41,17 @@ class Recipe:
         return asdict(self)
 
 
-TRAIN = dict(steps=1500, batch_size=48, lr=2e-3, warmup=100, min_lr=1e-4, weight_decay=0.01, clip=1.0,
-             betas=(0.9, 0.98))
+# Stage 1 (vision_pretrain_steps): the vision side learns shape and colour on its own (build.pretrain_vision);
+# stage 2 (steps): the whole model on the answer formats. flips: each image also mirrored (4x the images).
+TRAIN = dict(vision_pretrain_steps=600, vision_pretrain_lr=1e-3, steps=700, batch_size=48, lr=1.5e-3, warmup=100,
+             min_lr=1e-4, weight_decay=0.01, clip=1.0, betas=(0.9, 0.98), flips=True)
 
 RECIPES = [
     Recipe(
         name="easyvqa-qwen2vl",
         family="qwen2-vl",
         description="Qwen2-VL trained from scratch on easy-VQA: 8-px patches merged 2x2 (16 image tokens), "
-                    "3-block vision tower, 3-layer Qwen2 LM with M-RoPE",
+                    "3-block vision tower (pretrained here on shape and colour), 3-layer Qwen2 LM with M-RoPE",
         vision=dict(depth=3, embed_dim=96, num_heads=4, mlp_ratio=2, patch_size=8, spatial_merge_size=2,
                     temporal_patch_size=2),
         text=dict(hidden_size=128, layers=3, heads=4, kv_heads=2, intermediate_size=384),
@@ -59,9 +61,9 @@ RECIPES = [
         name="easyvqa-llava",
         family="llava",
         description="LLaVA (CLIP vision tower + 2-layer MLP projector + Qwen2 LM) trained from scratch on easy-VQA: "
-                    "16-px patches (16 image tokens), 3-layer CLIP, 3-layer Qwen2 LM",
+                    "8-px patches (64 image tokens), 3-layer CLIP (pretrained here on shape and colour), 3-layer Qwen2 LM",
         vision=dict(hidden_size=128, intermediate_size=256, num_hidden_layers=3, num_attention_heads=4,
-                    patch_size=16),
+                    patch_size=8),
         text=dict(hidden_size=128, layers=3, heads=4, kv_heads=2, intermediate_size=384),
         train=dict(TRAIN),
     ),
