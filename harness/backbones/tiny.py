@@ -72,6 +72,26 @@ def _train_tokenizer(family: str, vocab_size: int, chat_template: str):
     return fast
 
 
+def qwen2_vl_config(tokenizer, text: dict, vision: dict):
+    """A Qwen2-VL config over ``text`` (Qwen2 keys) and ``vision`` (the tower's keys, without its output
+    width, which is the text width), with the tokenizer's image and video token ids."""
+    from transformers import Qwen2VLConfig
+
+    # M-RoPE splits head_dim/2 rotary frequencies into (temporal, height, width) sections.
+    half = text["hidden_size"] // text["num_attention_heads"] // 2
+    section = [half - 2 * (half // 4), half // 4, half // 4]
+    return Qwen2VLConfig(
+        text_config=dict(**text, rope_parameters={"rope_type": "default", "rope_theta": 10000.0,
+                                                  "mrope_section": section}),
+        vision_config=dict(**vision, hidden_size=text["hidden_size"], in_channels=3),
+        image_token_id=tokenizer.convert_tokens_to_ids("<|image_pad|>"),
+        video_token_id=tokenizer.convert_tokens_to_ids("<|video_pad|>"),
+        vision_start_token_id=tokenizer.convert_tokens_to_ids("<|vision_start|>"),
+        vision_end_token_id=tokenizer.convert_tokens_to_ids("<|vision_end|>"),
+        tie_word_embeddings=False,
+    )
+
+
 def _text_config_kwargs(tokenizer, hidden_size: int, layers: int, heads: int, kv_heads: int) -> dict:
     return dict(
         vocab_size=len(tokenizer),
@@ -116,24 +136,11 @@ def write_tiny_model(
     text = _text_config_kwargs(tokenizer, hidden_size, layers, heads, kv_heads)
 
     if family == "qwen2-vl":
-        from transformers import (Qwen2VLConfig, Qwen2VLForConditionalGeneration, Qwen2VLImageProcessor,
+        from transformers import (Qwen2VLForConditionalGeneration, Qwen2VLImageProcessor,
                                   Qwen2VLProcessor, Qwen2VLVideoProcessor)
 
-        head_dim = hidden_size // heads
-        # M-RoPE splits head_dim/2 rotary frequencies into (temporal, height, width) sections.
-        half = head_dim // 2
-        section = [half - 2 * (half // 4), half // 4, half // 4]
-        config = Qwen2VLConfig(
-            text_config=dict(**text, rope_parameters={"rope_type": "default", "rope_theta": 10000.0,
-                                                      "mrope_section": section}),
-            vision_config=dict(depth=1, embed_dim=32, hidden_size=hidden_size, num_heads=2, mlp_ratio=2,
-                               patch_size=14, spatial_merge_size=2, temporal_patch_size=2, in_channels=3),
-            image_token_id=tokenizer.convert_tokens_to_ids("<|image_pad|>"),
-            video_token_id=tokenizer.convert_tokens_to_ids("<|video_pad|>"),
-            vision_start_token_id=tokenizer.convert_tokens_to_ids("<|vision_start|>"),
-            vision_end_token_id=tokenizer.convert_tokens_to_ids("<|vision_end|>"),
-            tie_word_embeddings=False,
-        )
+        config = qwen2_vl_config(tokenizer, text, dict(depth=1, embed_dim=32, num_heads=2, mlp_ratio=2, patch_size=14,
+                                                       spatial_merge_size=2, temporal_patch_size=2))
         model = Qwen2VLForConditionalGeneration(config)
         # 56x56..112x112 pixels → 4..16 merged image tokens: small prompts, real 2-D grids.
         image_processor = Qwen2VLImageProcessor(min_pixels=56 * 56, max_pixels=112 * 112, patch_size=14,

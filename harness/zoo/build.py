@@ -138,22 +138,13 @@ def make_model(recipe, tokenizer, template: str):
                 pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id,
                 bos_token_id=tokenizer.convert_tokens_to_ids("<|im_start|>"))
     if recipe.family == "qwen2-vl":
-        from transformers import (Qwen2VLConfig, Qwen2VLForConditionalGeneration, Qwen2VLImageProcessor,
-                                  Qwen2VLProcessor, Qwen2VLVideoProcessor)
+        from transformers import (Qwen2VLForConditionalGeneration, Qwen2VLImageProcessor, Qwen2VLProcessor,
+                                  Qwen2VLVideoProcessor)
 
-        half = t["hidden_size"] // t["heads"] // 2  # M-RoPE: (temporal, height, width) rotary sections
-        section = [half - 2 * (half // 4), half // 4, half // 4]
+        from harness.backbones.tiny import qwen2_vl_config
+
         v = recipe.vision
-        config = Qwen2VLConfig(
-            text_config=dict(**text, rope_parameters={"rope_type": "default", "rope_theta": 10000.0,
-                                                      "mrope_section": section}),
-            vision_config=dict(**v, hidden_size=t["hidden_size"], in_channels=3),
-            image_token_id=tokenizer.convert_tokens_to_ids("<|image_pad|>"),
-            video_token_id=tokenizer.convert_tokens_to_ids("<|video_pad|>"),
-            vision_start_token_id=tokenizer.convert_tokens_to_ids("<|vision_start|>"),
-            vision_end_token_id=tokenizer.convert_tokens_to_ids("<|vision_end|>"),
-            tie_word_embeddings=False,
-        )
+        config = qwen2_vl_config(tokenizer, text, v)
         model = Qwen2VLForConditionalGeneration(config)
         grid = dict(min_pixels=size * size, max_pixels=size * size, patch_size=v["patch_size"],
                     merge_size=v["spatial_merge_size"], temporal_patch_size=v["temporal_patch_size"])
