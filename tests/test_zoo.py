@@ -11,9 +11,9 @@ from harness.backbones import zoo_root
 from harness.cli import main
 
 NAMES = ("easyvqa-qwen2vl", "easyvqa-llava")
-# What the committed models reach on the full test split (80.4 % and 79.5 %), less a margin: the issue's
-# 90 % target is not met yet (shape questions stay near 45 %); a better recipe raises this bar.
-FLOOR = 0.78
+# What the committed models reach on the full test split (85.5 % and 84.7 %), less a margin: the issue's
+# 90 % target is not met yet (yes/no stays at the 82.5 % of a shortcut, README); a better recipe raises this bar.
+FLOOR = 0.83
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -36,7 +36,7 @@ def test_the_committed_model_answers_test_questions_it_never_saw(name, tmp_path,
     assert main(["run", "--method", "direct", "--bench", "easyvqa", "--split", "test", "--model", f"zoo:{name}",
                  "--limit", "200", "--batch-size", "50", "--db", db, "--json", "--no-progress"]) == 0
     metrics = json.loads(capsys.readouterr().out)["metrics"]
-    assert metrics["n"] == 200 and metrics["accuracy"] >= 70.0, metrics
+    assert metrics["n"] == 200 and metrics["accuracy"] >= 75.0, metrics
 
 
 def test_ivt_lr_trained_on_the_zoo_model_keeps_direct_accuracy_with_fewer_tokens_than_cot(tmp_path, capsys):

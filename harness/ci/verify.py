@@ -43,8 +43,9 @@ def _run(case, suite, db, ledger) -> tuple[CaseRun | None, str | None, float]:
         return None, _one_line(exc), time.perf_counter() - began
     seconds = time.perf_counter() - began
     how = "reused" if result.run["reused"] else f"{result.run['computed']} computed"
-    _say(f"ci: {case.name}: run {result.run['run_id']} ({how}), accuracy {result.metrics.get('accuracy')} %, "
-         f"{seconds:.1f} s")
+    accuracy = result.metrics.get("accuracy")
+    _say(f"ci: {case.name}: run {result.run['run_id']} ({how}), accuracy "
+         f"{'-' if accuracy is None else f'{accuracy:.1f}'} %, {seconds:.1f} s")
     return result, None, seconds
 
 
@@ -132,12 +133,13 @@ def update(suite, cases, db: str, ledger: Ledger) -> tuple[list[Check], dict, di
         info[case.name] = {"run": run.run, "platform": run.platform,
                            "metrics": {k: run.metrics.get(k) for k in baseline.METRIC_KEYS}}
         acc = run.metrics.get("accuracy")
+        acc = "-" if acc is None else f"{acc:.1f}"
         if old_rows is None or {r["uid"] for r in old_rows} != {r["uid"] for r in records}:
             results.append(Check(case.name, "update", "pass", golden="(none)" if old_rows is None else "other samples",
                                  now=f"{acc} %", detail=f"baseline written: {len(records)} samples"))
             continue
         changed = checks.exact(case.name, old_rows, records)
-        results.append(Check(case.name, "update", "pass", golden=f"{old['metrics'].get('accuracy')} %", now=f"{acc} %",
+        results.append(Check(case.name, "update", "pass", golden=f"{old['metrics'].get('accuracy') or 0:.1f} %", now=f"{acc} %",
                              detail=(f"baseline rewritten: {changed.detail}" if changed.flips
                                      else "baseline rewritten: no answer changed"), flips=changed.flips))
     return results, info, seconds

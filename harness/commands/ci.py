@@ -1,6 +1,7 @@
 """`harness ci`: the suite's cases against their golden baselines, with an exit code CI can trust."""
 from __future__ import annotations
 
+import logging
 import os
 import sys
 from pathlib import Path
@@ -34,7 +35,14 @@ def cmd_ci(args) -> int:
     db = args.db or f"sqlite:///{suite.folder / 'ci.db'}"
     quiet_libraries()
     ledger = Ledger(suite.folder / "ledger.json")
-    results, info, seconds = (update if args.update else verify)(suite, cases, db, ledger)
+    logger = logging.getLogger("harness")
+    level = logger.level
+    if not getattr(args, "verbose", False):  # one line per case (verify's) instead of the runner's log
+        logger.setLevel(logging.WARNING)
+    try:
+        results, info, seconds = (update if args.update else verify)(suite, cases, db, ledger)
+    finally:
+        logger.setLevel(level)
     code = exit_code(results)
     markdown = reports.markdown(results, code)
     if args.junit:

@@ -290,20 +290,6 @@ def lr_at(step: int, train: dict) -> float:
     return train["min_lr"] + 0.5 * (train["lr"] - train["min_lr"]) * (1 + math.cos(math.pi * progress))
 
 
-def stratum(sample, weights: dict) -> str:
-    """The sample's question type, and for yes/no, when ``weights`` asks for it, whether the attribute the
-    question names is the image's ("yes/no:match") or not ("yes/no:nomatch"). Why: a named colour is the
-    image's only 1 time in 8 (a shape 1 in 3), so a model that ignores the image and answers "no" to
-    "is there a red shape?" (and "yes" to its negation) is right 83.5 % of the time on yes/no: measured, it
-    learns exactly that shortcut unless matches are drawn as often as mismatches."""
-    from harness.benchmarks.easyvqa import _WORD, _negated
-
-    if sample.category != "yes/no" or "yes/no" in weights:
-        return sample.category
-    match = (sample.meta["answer_word"] == "yes") != _negated(_WORD.findall(sample.question.lower()))
-    return "yes/no:match" if match else "yes/no:nomatch"
-
-
 def draw(rng, samples_by_type: dict, weights: dict, n: int):
     """``n`` sample positions: a question type by ``weights``, then a question of that type uniformly."""
     kinds = sorted(weights)
@@ -323,7 +309,7 @@ def train(model, tensors: Tensors, samples, recipe, *, seed: int, steps: int | N
     rng = np.random.default_rng(seed)
     by_type: dict[str, list[int]] = {}
     for position, sample in enumerate(samples):
-        by_type.setdefault(stratum(sample, recipe.type_weights), []).append(position)
+        by_type.setdefault(sample.category, []).append(position)
     names = [name for name in FORMATS if recipe.mixture.get(name, 0) > 0]
     shares = np.array([recipe.mixture[name] for name in names], dtype=float)
     shares /= shares.sum()

@@ -42,9 +42,13 @@ class Recipe:
 
 
 # Stage 1 (vision_pretrain_steps): the vision side learns shape and colour on its own (build.pretrain_vision);
-# stage 2 (steps): the whole model on the answer formats. flips: each image also mirrored (4x the images).
+# stage 2 (steps): the whole model on the answer formats, the vision side at a tenth of the learning rate
+# (vision_lr_scale; at the full rate, with flips, the stage-2 model's image tokens kept no shape: a linear
+# probe on them read shape at 45 %; with these settings shape answers are 88 % right). flips: each image
+# also mirrored (4x the images); off, because with them stage 1 learns shape far more slowly (68 % vs 97 %
+# on test images after 500 steps, measured with the vision side alone).
 TRAIN = dict(vision_pretrain_steps=600, vision_pretrain_lr=1e-3, steps=700, batch_size=48, lr=1.5e-3, warmup=100,
-             min_lr=1e-4, weight_decay=0.01, clip=1.0, betas=(0.9, 0.98), flips=True)
+             min_lr=1e-4, weight_decay=0.01, clip=1.0, betas=(0.9, 0.98), flips=False, vision_lr_scale=0.1)
 
 RECIPES = [
     Recipe(
