@@ -33,8 +33,9 @@ ALLOWED = {
                              "harness.commands._common"},
     "harness.commands": {"harness", "harness.api", "harness.backbones", "harness.latent", "harness.benchmarks",
                          "harness.scoring", "harness.data", "harness.run", "harness.train", "harness.analysis",
-                         "harness.testing", "harness.integrations", "harness.zoo", "leaderboard"},
+                         "harness.testing", "harness.integrations", "harness.zoo", "harness.ci", "leaderboard"},
     "harness.cli": {"harness.api", "harness.commands", "harness.run"},
+    "harness.ci": {"harness", "harness.api", "harness.backbones", "harness.run", "harness.analysis", "harness.testing"},
     # Methods build on the interfaces, backbones and the latent layer (a recipe never imports the training
     # loop: the loop reads it from TRAINERS); their own commands use the runner and the CLI's helpers.
     "methods": {"harness", "harness.api", "harness.backbones", "harness.latent", "harness.data", "harness.run",

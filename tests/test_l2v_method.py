@@ -371,3 +371,41 @@ def test_extract_run_and_sweep_commands(llm_dir, tiny_model_dirs, m3cot_data, tm
     assert [p["new_samples"] for p in again] == [0, 0, 0, 0]
     assert [p["run_id"] for p in again] == [p["run_id"] for p in first]
     assert len([r for r in Store(db, read_only=True).runs() if r["method"] == "l2v-cot"]) == 5
+
+
+@pytest.mark.parametrize("family", ["qwen2-vl", "llava"])
+def test_extract_from_a_vlms_own_text_side_equals_its_hidden_states(tiny_model_dirs, tmp_path, family):
+    """`harness l2v extract --vlm`: the direction file's per-pair vectors equal h(CoT) - h(direct) read
+    independently — each text alone through the model's own forward (``output_hidden_states``; entry
+    L + 1 is decoder layer L's output), no padding, no hooks."""
+    import torch
+    from safetensors.torch import load_file
+
+    from harness.backbones import load_backbone
+    from methods.l2v_cot.extract import COT_SUFFIX, DEFAULT_PAIRS, DIRECT_SUFFIX, extract, load_pairs
+
+    model_dir = str(tiny_model_dirs[family])
+    path, meta = extract(model_dir, DEFAULT_PAIRS, [0], tmp_path / "v.safetensors", n=3, contrast="prompt",
+                         batch_size=2, device="cpu", dtype="float32", vlm=True)
+    assert meta["source"] == "vlm-text-side"
+    got = load_file(str(path))["directions.0"]
+    bb = load_backbone(model_dir, device="cpu", dtype="float32")
+    assert len(bb.decoder_layers()) > 1  # layer 0 is not the last: its hidden state is not the final-normed one
+
+    def state(text: str):
+        ids = bb.tokenizer(text, add_special_tokens=False, return_tensors="pt")["input_ids"]
+        with torch.no_grad():
+            return bb.model(input_ids=ids, output_hidden_states=True).hidden_states[1][0, -1].float()
+
+    want = torch.stack([state(bb.chat_text(0, f"{p.question}\n{COT_SUFFIX}"))
+                        - state(bb.chat_text(0, f"{p.question}\n{DIRECT_SUFFIX}"))
+                        for p in load_pairs(DEFAULT_PAIRS, "prompt", 3)])
+    torch.testing.assert_close(got, want, atol=1e-4, rtol=1e-4)
+
+
+def test_extract_from_a_vlm_refuses_the_turn_end_it_cannot_read(tiny_model_dirs, tmp_path, capsys):
+    from harness.cli import main
+
+    assert main(["l2v", "extract", "--llm", str(tiny_model_dirs["qwen2-vl"]), "--vlm", "--layers", "0",
+                 "--out", str(tmp_path / "v.safetensors")]) == 2
+    assert "--extract-at answer-end" in capsys.readouterr().err

@@ -43,16 +43,22 @@ def _hash_tree(digest, folder: Path, suffixes: tuple[str, ...] | None = None) ->
 
 
 def fingerprint(case, versions: dict) -> str:
-    """What the stored answers of ``case`` depend on beyond the run's identity (see the module docstring)."""
+    """What the stored answers of ``case`` depend on beyond the run's identity (see the module docstring):
+    the harness's sources and those of every package a registered method comes from (``methods/`` and
+    any plugin's), found through the registry, not imported by name."""
+    import sys
+
     import harness
-    import methods
     from harness.api import METHODS
 
     digest = hashlib.sha256()
-    for package in (harness, methods):
-        _hash_tree(digest, Path(package.__file__).parent, (".py", ".jinja", ".json", ".toml"))
-    source = Path(inspect.getfile(METHODS.get(case.method)))
-    digest.update(source.read_bytes())  # a plugin method outside methods/ counts too
+    packages = {Path(harness.__file__).parent}
+    for _, cls in METHODS.items():
+        top = sys.modules[cls.__module__.split(".")[0]]
+        packages.add(Path(top.__file__).parent if getattr(top, "__file__", None) else Path(inspect.getfile(cls)).parent)
+    for folder in sorted(packages):
+        _hash_tree(digest, folder, (".py", ".jinja", ".json", ".toml"))
+    digest.update(Path(inspect.getfile(METHODS.get(case.method))).read_bytes())
     for value in case.options.values():
         path = Path(str(value))
         if isinstance(value, str) and path.is_absolute() and path.exists():

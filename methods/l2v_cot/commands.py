@@ -34,7 +34,7 @@ def cmd_extract(args) -> int:
 
     path, meta = extract(args.llm, args.pairs or DEFAULT_PAIRS, _int_list(args.layers, "--layers"), args.out, n=args.n,
                          contrast=args.contrast, batch_size=args.batch_size, device=args.device, dtype=args.dtype,
-                         revision=args.revision, extract_at=args.extract_at)
+                         revision=args.revision, extract_at=args.extract_at, vlm=args.vlm)
     print(f"wrote {path}: layers {','.join(map(str, meta['layers']))} of {meta['num_layers']}, width "
           f"{meta['hidden_size']}, {meta['n']} pairs ({meta['contrast']}), data sha256 {meta['data_sha256'][:12]}")
     return 0
@@ -152,6 +152,8 @@ def add_commands(sub) -> None:
     q.add_argument("--extract-at", choices=["turn-end", "answer-end"], default="turn-end",
                    help="where a still2 text is read: the end-of-turn token after the answer (the reference's) "
                         "or the answer's last token")
+    q.add_argument("--vlm", action="store_true",
+                   help="--llm is a VLM (hub id, folder or zoo:NAME): its own text side is the source, text only")
     q.add_argument("--batch-size", type=int, default=4)
     q.add_argument("--revision")
     device_args(q)

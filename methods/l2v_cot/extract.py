@@ -18,7 +18,8 @@ The hidden state is the *output of decoder layer L* (a forward hook on that laye
 padded and positions are counted from the first real token, so a batch gives what one-by-one does).
 
 The source LLM is a plain ``AutoModelForCausalLM`` (no ``trust_remote_code``); the VLM side (for
-the LAT analysis) goes through the backbone interface, text only.
+the LAT analysis, and as the source itself with ``vlm=True``: ``harness l2v extract --vlm``) goes
+through the backbone interface, text only.
 """
 from __future__ import annotations
 
@@ -188,7 +189,7 @@ def directions_from(model_states: Callable[[list[str]], dict], pairs: list[Contr
 
 def extract(llm: str, pairs_path: str | Path, layers: list[int], out: str | Path, *, n: int = 100,
             contrast: str = "still2", batch_size: int = 4, device: str = "auto", dtype: str = "auto",
-            revision: str | None = None, extract_at: str = "turn-end") -> tuple[Path, dict]:
+            revision: str | None = None, extract_at: str = "turn-end", vlm: bool = False) -> tuple[Path, dict]:
     """The whole extraction: load, run the pairs, write the direction file. Returns (path, metadata).
 
     ``extract_at``: where a still2 text is read, ``turn-end`` (the reference: the last token of the
@@ -205,16 +206,31 @@ def extract(llm: str, pairs_path: str | Path, layers: list[int], out: str | Path
 
     from .vectors import save_directions
 
+    if vlm and contrast == "still2" and extract_at == "turn-end":
+        raise ValueError("--vlm reads a still2 text at the answer's last token (a VLM's turn is its backbone's "
+                         "chat text): pass --extract-at answer-end, or --contrast prompt")
     pairs = load_pairs(pairs_path, contrast, n)  # bad data fails before the model loads
-    model, tokenizer = load_causal_lm(llm, device=device, dtype=dtype, revision=revision)
-    _, stack = causal_lm_decoder(model)
-    layers = _check_layers(layers, len(stack), "source LLM")
-    turn = causal_lm_turn(tokenizer) if extract_at == "turn-end" and contrast == "still2" else None
-    directions = directions_from(lambda texts: llm_states(model, tokenizer, texts, layers, batch_size),
-                                 pairs, contrast, causal_lm_chat(tokenizer), turn)
+    if vlm:
+        # The VLM's own text side as the source (no LLM needed): text-only prefills through the backbone.
+        from harness.backbones import load_backbone
+
+        backbone = load_backbone(llm, device=device, dtype=dtype, revision=revision)
+        depth = len(backbone.decoder_layers())
+        layers = _check_layers(layers, depth, "VLM")
+        directions = directions_from(lambda texts: backbone_states(backbone, texts, layers, batch_size),
+                                     pairs, contrast, backbone_chat(backbone), None)
+    else:
+        model, tokenizer = load_causal_lm(llm, device=device, dtype=dtype, revision=revision)
+        _, stack = causal_lm_decoder(model)
+        depth = len(stack)
+        layers = _check_layers(layers, depth, "source LLM")
+        turn = causal_lm_turn(tokenizer) if extract_at == "turn-end" and contrast == "still2" else None
+        directions = directions_from(lambda texts: llm_states(model, tokenizer, texts, layers, batch_size),
+                                     pairs, contrast, causal_lm_chat(tokenizer), turn)
     metadata = {
-        "model": llm, "model_revision": model_fingerprint(llm, revision), "num_layers": len(stack),
-        "hidden_size": model.config.hidden_size, "n": len(pairs), "contrast": contrast,
+        "model": llm, "model_revision": model_fingerprint(llm, revision), "num_layers": depth,
+        "source": "vlm-text-side" if vlm else "llm",
+        "hidden_size": int(next(iter(directions.values())).shape[-1]), "n": len(pairs), "contrast": contrast,
         "data": str(pairs_path), "data_sha256": file_sha256(pairs_path),
         "hook": "decoder layer output, last token",
         "extract_at": extract_at if contrast == "still2" else "generation-prompt", "created_at": datetime.now(timezone.utc).isoformat(),
