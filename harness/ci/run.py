@@ -101,12 +101,23 @@ def library_versions() -> dict:
             "python": _platform.python_version(), "machine": _platform.machine()}
 
 
+def cpu_model() -> str:
+    """The processor's model name: another CPU may take other vector paths and round differently."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return _platform.processor() or _platform.machine()
+
+
 def platform_of(run: dict, case) -> dict:
-    """What the exact check requires to be equal: device, dtype, thread count, library versions."""
+    """What the exact check requires to be equal: device, dtype, thread count, library versions, CPU."""
     versions = run.get("library_versions") or {}
     return {"device": run.get("device"), "dtype": run.get("dtype"), "threads": case.threads,
             "torch": versions.get("torch"), "transformers": versions.get("transformers"),
-            "python": versions.get("python"), "machine": _platform.machine()}
+            "python": versions.get("python"), "machine": _platform.machine(), "cpu": cpu_model()}
 
 
 def fixture_data(case, folder: Path) -> str:
