@@ -3,21 +3,25 @@
 A re-run resumes, and a second ``harness ci`` reuses the stored answers, but only while nothing that
 could change them changed: a run's identity covers the method's options, the model's weights and the
 data, not the harness's own code, so the ledger beside the suite (``ledger.json``) keeps, per database
-and case, a fingerprint of the code (``harness/`` and ``methods/`` sources and the method's own module),
+and case, a fingerprint of the code (the ``harness/`` sources and every registered method's package),
 the library versions, the thread count and any file an option points at. A different fingerprint
 starts the case afresh (``fresh``); the same one resumes or reuses.
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import inspect
 import json
 import logging
 import os
 import platform as _platform
+import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+
+from harness.api.hashing import digest_files
 
 log = logging.getLogger("harness")
 
@@ -35,39 +39,37 @@ class CaseRun:
         return self.run["computed"] == len(self.rows)
 
 
-def _hash_tree(digest, folder: Path, suffixes: tuple[str, ...] | None = None) -> None:
-    for path in sorted(folder.rglob("*")):
-        if path.is_file() and "__pycache__" not in path.parts and (suffixes is None or path.suffix in suffixes):
-            digest.update(str(path.relative_to(folder)).encode() + b"\0")
-            digest.update(path.read_bytes())
+def _tree(folder: Path, suffixes: tuple[str, ...] | None = None, *, sampled: bool = False) -> str:
+    files = [path for path in sorted(folder.rglob("*")) if path.is_file() and "__pycache__" not in path.parts
+             and (suffixes is None or path.suffix in suffixes)]
+    return digest_files(files, sampled=sampled).hexdigest()
+
+
+@functools.lru_cache(maxsize=None)
+def _code(folders: tuple[Path, ...]) -> str:
+    """One hash of these source trees (once per invocation: the cases share it)."""
+    return hashlib.sha256("".join(_tree(f, (".py", ".jinja", ".json", ".toml")) for f in folders).encode()).hexdigest()
 
 
 def fingerprint(case, versions: dict) -> str:
     """What the stored answers of ``case`` depend on beyond the run's identity (see the module docstring):
     the harness's sources and those of every package a registered method comes from (``methods/`` and
-    any plugin's), found through the registry, not imported by name."""
-    import sys
-
+    any plugin's), found through the registry, not imported by name; files an option points at are
+    hashed as model folders are (``digest_files``, sampled)."""
     import harness
     from harness.api import METHODS
 
-    digest = hashlib.sha256()
     packages = {Path(harness.__file__).parent}
     for _, cls in METHODS.items():
         top = sys.modules[cls.__module__.split(".")[0]]
         packages.add(Path(top.__file__).parent if getattr(top, "__file__", None) else Path(inspect.getfile(cls)).parent)
-    for folder in sorted(packages):
-        _hash_tree(digest, folder, (".py", ".jinja", ".json", ".toml"))
-    digest.update(Path(inspect.getfile(METHODS.get(case.method))).read_bytes())
-    for value in case.options.values():
-        path = Path(str(value))
-        if isinstance(value, str) and path.is_absolute() and path.exists():
-            if path.is_dir():
-                _hash_tree(digest, path)
-            else:
-                digest.update(path.read_bytes())
-    digest.update(json.dumps({"versions": versions, "threads": case.threads}, sort_keys=True).encode())
-    return digest.hexdigest()[:16]
+    files = {}
+    for key, value in sorted(case.options.items()):
+        path = Path(value) if isinstance(value, str) else None
+        if path is not None and path.is_absolute() and path.exists():
+            files[key] = _tree(path, sampled=True) if path.is_dir() else digest_files([path], sampled=True).hexdigest()
+    state = {"code": _code(tuple(sorted(packages))), "files": files, "versions": versions, "threads": case.threads}
+    return hashlib.sha256(json.dumps(state, sort_keys=True).encode()).hexdigest()[:16]
 
 
 class Ledger:
@@ -92,13 +94,6 @@ class Ledger:
         with os.fdopen(fd, "w") as f:
             json.dump(self.data, f, indent=2, sort_keys=True)
         os.replace(tmp, self.path)
-
-
-def library_versions() -> dict:
-    from importlib.metadata import version
-
-    return {"torch": version("torch"), "transformers": version("transformers"),
-            "python": _platform.python_version(), "machine": _platform.machine()}
 
 
 def cpu_model() -> str:
@@ -132,14 +127,13 @@ def run_case(case, suite, db: str, ledger: Ledger) -> CaseRun:
     import torch
 
     from harness.ci.suite import SuiteError, read_subset
-    from harness.run.plan import plan
+    from harness.run.plan import environment, plan
     from harness.run.runner import RunSpec, _uid_at, execute_plan
     from harness.run.store import Store
 
     torch.set_num_threads(case.threads)
     data = fixture_data(case, suite.folder) if case.fixture else case.data
-    versions = library_versions()
-    print_ = fingerprint(case, versions)
+    print_ = fingerprint(case, environment()["library_versions"])
     fresh = ledger.get(db, case.name) != print_
     spec = RunSpec(method=case.method, bench=case.bench, model=case.model, method_options=dict(case.options),
                    data=data, split=case.split, limit=case.limit, seed=case.seed, batch_size=case.batch_size,
