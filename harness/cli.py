@@ -32,6 +32,9 @@ def build_parser() -> argparse.ArgumentParser:
             raise PluginError(f"command plugin {ep.name!r} ({ep.value}) does not import: {exc}; "
                               "reinstall or uninstall the package that declares it") from exc
         module.add_commands(sub)
+    for command in sub.choices.values():
+        # A method's option must never be taken for a prefix of a command's flag (--mode for --model).
+        command.allow_abbrev = False
     if not sub.choices:
         raise SystemExit("harness: error: no commands are registered: the package is not installed; "
                          "run `pip install -e .` in the checkout")

@@ -14,6 +14,7 @@ prefill runs the language model directly on embeddings.
 from __future__ import annotations
 
 import contextlib
+import math
 from dataclasses import dataclass, field
 from typing import Callable, ClassVar, Iterable, Iterator
 
@@ -114,6 +115,15 @@ class Backbone:
         """The language model's decoder layers, in order (for hooks)."""
         return self.language_model.layers
 
+    def projector_parameters(self) -> list[nn.Parameter]:
+        """The vision→language projector's parameters (LLaVA's ``multi_modal_projector``)."""
+        return list(self.model.model.multi_modal_projector.parameters())
+
+    def vision_encoder_parameters(self) -> list[nn.Parameter]:
+        """The vision encoder's parameters, the projector excluded."""
+        projector = {id(p) for p in self.projector_parameters()}
+        return [p for p in self.model.model.vision_tower.parameters() if id(p) not in projector]
+
     def signature(self) -> dict:
         """What a trained adapter depends on: recorded in checkpoints, compared when they are loaded."""
         return {"model": self.model_id, "revision": self.revision, "family": self.family,
@@ -144,6 +154,21 @@ class Backbone:
     def image_positions(self, input_ids: torch.Tensor) -> torch.Tensor:
         """[B, T] True where the sequence holds an image token (its embedding is an image feature)."""
         return input_ids == self.image_token_id
+
+    def image_grid(self, inputs) -> list[tuple[int, int]]:
+        """(rows, columns) of each sample's visual-token grid; the image tokens lie in it row-major.
+
+        One image per sample. Here: a square grid (LLaVA-1.5-style models, whose CLIP patch tokens are
+        all image tokens); families whose processor reports the grid override this.
+        """
+        grids = []
+        for n in self.image_positions(inputs["input_ids"]).sum(-1).tolist():
+            side = math.isqrt(int(n))
+            if n == 0 or side * side != n:
+                raise ValueError(f"a sample's {n} image tokens form no square grid (one image per question, "
+                                 "a single-tile LLaVA-1.5-style model); this method needs the visual grid")
+            grids.append((side, side))
+        return grids
 
     # -- positions (family-specific) ---------------------------------------------------------
     def prefill_positions(self, inputs) -> tuple[torch.Tensor, torch.Tensor]:
@@ -242,17 +267,18 @@ class Backbone:
         state.last_hidden = result.last_hidden[:, -1]
         return result
 
-    @torch.no_grad()
     def forward_embeds(self, inputs_embeds: torch.Tensor, attention_mask: torch.Tensor, position_ids: torch.Tensor,
-                       *, capture_layers=None, probe_attention: bool = False) -> ForwardResult:
-        """One cache-free forward over a whole embedded sequence (the reference for cached loops)."""
+                       *, capture_layers=None, probe_attention: bool = False, grad: bool = False) -> ForwardResult:
+        """One cache-free forward over a whole embedded sequence (the reference for cached loops; with
+        ``grad=True`` a training forward, e.g. LaRe's text reconstruction from the latents)."""
 
         def call():
             out = self.language_model(inputs_embeds=inputs_embeds.to(self.dtype), attention_mask=attention_mask,
                                       position_ids=position_ids, use_cache=False)
             return out.last_hidden_state
 
-        return self._run_language_model(call, capture_layers, probe_attention)
+        with torch.set_grad_enabled(grad):
+            return self._run_language_model(call, capture_layers, probe_attention)
 
     @torch.no_grad()
     def prefill_embeds(self, inputs_embeds: torch.Tensor, attention_mask: torch.Tensor, position_ids: torch.Tensor,

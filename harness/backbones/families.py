@@ -60,5 +60,22 @@ class QwenVLBackbone(Backbone):
     def text_positions(self, start: torch.Tensor, n: int) -> torch.Tensor:
         return super().text_positions(start, n)[None].expand(3, -1, -1)
 
+    def projector_parameters(self):
+        return list(self.model.model.visual.merger.parameters())  # Qwen2-VL's projector lives in the tower
+
+    def vision_encoder_parameters(self):
+        projector = {id(p) for p in self.projector_parameters()}
+        return [p for p in self.model.model.visual.parameters() if id(p) not in projector]
+
+    def image_grid(self, inputs) -> list[tuple[int, int]]:
+        """From the processor's ``image_grid_thw``, after the spatial merge (one image per sample)."""
+        thw = inputs.get("image_grid_thw")
+        batch = inputs["input_ids"].shape[0]
+        if thw is None or thw.shape[0] != batch:
+            raise ValueError(f"{0 if thw is None else thw.shape[0]} images for {batch} questions; this method "
+                             "needs exactly one image per question")
+        merge = self.model.config.vision_config.spatial_merge_size
+        return [(int(h) // merge, int(w) // merge) for _t, h, w in thw.tolist()]
+
 
 FAMILY_CLASSES: tuple[type[Backbone], ...] = (QwenVLBackbone, LlavaBackbone)

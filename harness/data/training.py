@@ -88,3 +88,47 @@ def read_easyvqa(data: str | None, split: str) -> list[TrainExample]:
     return [TrainExample(uid=s.uid, question=benchmark.format_question(s), rationale=s.meta["rationale"],
                          answer=s.gold, image_refs=s.image_refs)
             for s in map(benchmark.sample, range(len(benchmark)))]
+
+
+@register_reader("llava")
+def read_llava(data: str | None, split: str) -> list[TrainExample]:
+    """LLaVA's conversation JSON (the ``blip_laion_cc_sbu_558k.json`` / ``llava_v1_5_mix665k.json``
+    layout): ``[{"id", "image": relative path, "conversations": [{"from": "human", "value": "<image>\\n..."},
+    {"from": "gpt", "value": ...}, ...]}]``; images resolve from the JSON's folder (or its ``images/``).
+    Each human/gpt turn pair is one example (question: the human turn without ``<image>``; answer and
+    rationale: the gpt turn, the explicit text the latents learn from). ``split`` is ignored (one file
+    is one split); entries without an image are skipped."""
+    if not data:
+        raise DataError("--bench llava needs --data FILE.json (LLaVA's conversation JSON)")
+    path = Path(data)
+    if not path.is_file():
+        raise DataError(f"--data {data}: no such file; pass LLaVA's conversation JSON")
+    try:
+        rows = json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise DataError(f"--data {data} is not JSON ({exc.msg}, line {exc.lineno})") from None
+    if not isinstance(rows, list):
+        raise DataError(f"--data {data}: expected a JSON list of conversations")
+    examples, skipped = [], 0
+    for n, row in enumerate(rows):
+        image = row.get("image") if isinstance(row, dict) else None
+        turns = row.get("conversations", []) if isinstance(row, dict) else []
+        if not image or not isinstance(turns, list):
+            skipped += 1
+            continue
+        candidates = [path.parent / image, path.parent / "images" / image]
+        found = next((c for c in candidates if c.is_file()), None)
+        if found is None:
+            raise DataError(f"--data {data}: entry {row.get('id', n)}'s image {image} is neither beside the JSON "
+                            "nor under its images/ folder")
+        pairs = [(turns[i], turns[i + 1]) for i in range(0, len(turns) - 1, 2)]
+        for k, (human, gpt) in enumerate(pairs):
+            if human.get("from") != "human" or gpt.get("from") != "gpt":
+                raise DataError(f"--data {data}: entry {row.get('id', n)} turn {k}: expected a human then a gpt turn")
+            question = str(human.get("value", "")).replace("<image>", "").strip()
+            answer = str(gpt.get("value", "")).strip()
+            examples.append(TrainExample(uid=f"{row.get('id', n)}-{k}", question=question, rationale=answer,
+                                         answer=answer, image_refs=[str(found)]))
+    if skipped:
+        log.info("llava: skipped %d entries without an image", skipped)
+    return examples

@@ -30,6 +30,10 @@ class Query:
     hidden: torch.Tensor  # [B, D] final-norm hidden state at the last position (carries the graph in training)
     attention: torch.Tensor | None  # [B, T] that position's attention over all keys (mean over layers, heads)
     layers: dict[int, torch.Tensor] = field(default_factory=dict)  # layer index → [B, D] at the last position
+    # [B, n, D] final-norm hidden states of every position of the last forward (the prompt after the
+    # prefill, the last chunk after a step; in reference mode the whole sequence): a policy that reads
+    # more than the last position (LaRe's n_z latent queries) takes the tail it needs.
+    states: torch.Tensor | None = None
 
 
 @dataclass
@@ -60,6 +64,10 @@ class LatentPolicy(ABC):
     def sample_info(self, trace: "LatentTrace", i: int) -> dict:
         """What is stored with sample ``i`` of the batch (JSON-able), from the trace."""
         return {}
+
+    def finished(self) -> bool:
+        """True when no sample needs another step (adaptive stopping); the driver then stops early."""
+        return False
 
 
 class LatentTrace:
@@ -96,7 +104,7 @@ class LoopResult:
 
 def _query(result, index: int = -1) -> Query:
     return Query(hidden=result.last_hidden[:, index], attention=result.query_attention,
-                 layers={i: h[:, index] for i, h in result.layer_outputs.items()})
+                 layers={i: h[:, index] for i, h in result.layer_outputs.items()}, states=result.last_hidden)
 
 
 def run_latent_loop(backbone, inputs, policy: LatentPolicy, steps: int, *, mode: str = "cached",
@@ -118,9 +126,12 @@ def run_latent_loop(backbone, inputs, policy: LatentPolicy, steps: int, *, mode:
     policy.start(state)
     trace = LatentTrace()
     for index in range(steps):
+        if policy.finished():
+            break
         chunk = policy.step(index, _query(result))
         result = backbone.append(state, chunk.embeds, mask=chunk.mask, capture_layers=layers,
-                                 probe_attention=policy.needs_attention and index < steps - 1, grad=grad)
+                                 probe_attention=policy.needs_attention and index < steps - 1 and not policy.finished(),
+                                 grad=grad)
         trace.add(chunk)
     return LoopResult(state=state, trace=trace)
 
@@ -138,6 +149,8 @@ def _reference(backbone, inputs, policy: LatentPolicy, steps: int) -> LoopResult
     query = _query(result)
     trace, chunks, masks, embeds = LatentTrace(), [], [], prompt_embeds
     for index in range(steps):
+        if policy.finished():  # the state after the last chunk is already a decoding state
+            break
         chunk = policy.step(index, query)
         trace.add(chunk)
         chunks.append(chunk.embeds.to(prompt_embeds.dtype))
@@ -147,7 +160,7 @@ def _reference(backbone, inputs, policy: LatentPolicy, steps: int) -> LoopResult
         tail_mask = torch.cat(masks, dim=1)
         positions = backbone.concat_positions(prompt_positions, backbone.appended_positions(start, tail_mask))
         full_mask = torch.cat([prompt_mask, tail_mask.to(prompt_mask.dtype)], dim=1)
-        if index < steps - 1:
+        if index < steps - 1 and not policy.finished():
             result = backbone.forward_embeds(embeds, full_mask, positions, capture_layers=layers,
                                              probe_attention=policy.needs_attention)
             query = _query(result)

@@ -1,0 +1,1 @@
+"""LaRe — Latent Refocusing (``methods/lare/README.md`` maps the paper to the code)."""
