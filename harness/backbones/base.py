@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import sys
 from dataclasses import dataclass, field
 from typing import Callable, ClassVar, Iterable, Iterator
 
@@ -378,7 +379,13 @@ def attention_probe(layers: nn.ModuleList) -> Iterator[dict[int, torch.Tensor]]:
     module_index = {id(layer.self_attn): i for i, layer in enumerate(layers)}
     impl = layers[0].self_attn.config._attn_implementation or "eager"
     if impl == "eager":
-        from transformers.models.llama.modeling_llama import eager_attention_forward as original
+        from transformers.models.llama.modeling_llama import eager_attention_forward as llama_eager
+
+        def original(module, *args, **kwargs):
+            # "eager" is looked up by every model of the process while the probe is active (LLaVA's CLIP
+            # tower too): each module gets its own file's eager function, never another family's.
+            own = getattr(sys.modules.get(type(module).__module__), "eager_attention_forward", llama_eager)
+            return own(module, *args, **kwargs)
     else:
         original = ALL_ATTENTION_FUNCTIONS[impl]
     had_local = impl in ALL_ATTENTION_FUNCTIONS._local_mapping

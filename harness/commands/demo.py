@@ -14,7 +14,8 @@ DEFAULT_METHODS = "direct,cot,mm-cot,ivt-lr"
 FIXTURE_BENCHES = ("m3cot", "mathvista", "mathverse", "mmstar", "mmbench", "mmvp", "pope", "scienceqa")
 # A method that needs a trained checkpoint takes it from the zoo: METHOD → (option, zoo folder, the
 # options the checkpoint was trained with that its run must repeat, read from its config.json).
-ZOO_CHECKPOINTS = {"ivt-lr": ("checkpoint", "{model}-ivt-lr", ("image_size", "top_k_patches"))}
+ZOO_CHECKPOINTS = {"ivt-lr": ("checkpoint", "{model}-ivt-lr", ("image_size", "top_k_patches")),
+                   "lare": ("checkpoint", "{model}-lare", ())}  # zoo:easyvqa-llava only (LaRe's LLaVA layout)
 # Tokens a generated rationale needs on easy-VQA (about 40) with room to spare; direct stops at <|im_end|>.
 MAX_NEW_TOKENS = 64
 

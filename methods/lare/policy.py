@@ -2,9 +2,10 @@
 
 Iteration t = 1..T (paper Sec. 3.1, Eqs. 1–2), for every sample of the batch:
 
-1. the LLM has read [V; Q; <start>; Z_1 .. Z_{t-1}] (the prompt, then the latents so far, through the
-   KV cache); H_t = its final-norm hidden states at the last n_z positions (the prompt's last n_z
-   tokens at t = 1, then the previous iteration's n_z latents: the "latent query positions");
+1. the LLM has read [V; Q] (t = 1) or [V; Q; <start>; Z_1 .. Z_{t-1}] (the prompt, then the latents so
+   far, through the KV cache); H_t = its final-norm hidden states at the last n_z positions (the
+   prompt's last n_z tokens at t = 1, then the previous iteration's n_z latents: the "latent query
+   positions"). <start> is appended together with Z_1 (no extra forward for a token nothing reads);
 2. saliency: the attention row of the last position over the prompt's visual tokens (mean over layers
    and heads: the backbone's probe, never eager attention), laid out on the visual grid row-major;
 3. sliding window: the w×w window with the largest summed saliency (sum-pooling, stride 1, argmax;
