@@ -728,3 +728,34 @@ def test_train_then_run_end_to_end(tiny_model_dirs, tmp_path, capsys):
                        "--model", model, "--limit", "1", "--db", db, "--no-progress"])
     assert "no config.json" in err
     assert len(Store(db, read_only=True).runs()) == 1, "refused runs store nothing"
+
+
+def test_llava_conversation_reader(tmp_path):
+    """LLaVA's conversation JSON: one example per human/gpt pair, <image> dropped, images beside the JSON or
+    under images/, entries without an image skipped; a missing image or a non-list is a DataError."""
+    import json as _json
+
+    from PIL import Image
+
+    from harness.api import DataError
+    from harness.data.readers import read_examples
+
+    (tmp_path / "images").mkdir()
+    Image.new("RGB", (8, 8)).save(tmp_path / "images" / "a.png")
+    rows = [{"id": "x", "image": "a.png", "conversations": [
+                {"from": "human", "value": "<image>\nWhat is it?"}, {"from": "gpt", "value": "A square."},
+                {"from": "human", "value": "Colour?"}, {"from": "gpt", "value": "Black."}]},
+            {"id": "t", "conversations": [{"from": "human", "value": "hi"}, {"from": "gpt", "value": "hello"}]}]
+    path = tmp_path / "chat.json"
+    path.write_text(_json.dumps(rows))
+    examples = read_examples("llava", str(path), "train")
+    assert [(e.uid, e.question, e.answer, e.rationale) for e in examples] == [
+        ("x-0", "What is it?", "A square.", "A square."), ("x-1", "Colour?", "Black.", "Black.")]
+    assert examples[0].image_refs == [str(tmp_path / "images" / "a.png")]
+    rows[0]["image"] = "missing.png"
+    path.write_text(_json.dumps(rows))
+    with pytest.raises(DataError, match="missing.png"):
+        read_examples("llava", str(path), "train")
+    path.write_text("{}")
+    with pytest.raises(DataError, match="JSON list"):
+        read_examples("llava", str(path), "train")
