@@ -15,6 +15,7 @@ config last, so an interruption never leaves a config that points at half-writte
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 from pathlib import Path
@@ -23,6 +24,7 @@ CONFIG = "config.json"
 PROGRESS = "progress.json"
 STATE = "state"
 STAGING = ".incoming"
+log = logging.getLogger("harness")
 
 
 def write_json_atomic(path: Path, obj) -> None:
@@ -98,3 +100,33 @@ def resume_point(out: str | Path, identity: dict, upgrade=None) -> dict | None:
         raise ValueError(f"--out {out} holds a checkpoint of another configuration (differs in: "
                          f"{', '.join(changed)}); pass a new folder, or the same options to resume")
     return json.loads((out / PROGRESS).read_text())
+
+
+def check_base(backbone, config: dict, folder, allow_mismatch: bool) -> None:
+    """Refuse a checkpoint trained on another base model: its adapter would load and mean nothing."""
+    trained = config.get("base_model")
+    if trained is None:  # checkpoints written before the base was recorded: its revision only
+        trained = {"revision": config.get("model_revision"), "model": (config.get("train") or {}).get("model")}
+    here = backbone.signature()
+    differs = [k for k in ("model_type", "hidden_size", "layers") if k in trained and trained[k] != here[k]]
+    content = [str(x) for x in (trained.get("revision"), here["revision"])]
+    if all(r.startswith("sha256:") for r in content) and content[0] != content[1]:
+        differs.append("weights")  # both local folders: their content hashes must agree
+    elif not any(r.startswith("sha256:") for r in content) and (trained.get("model"), content[0]) != \
+            (here["model"], content[1]):
+        differs.append("hub id/revision")
+    if not differs:
+        if any(r.startswith("sha256:") for r in content) and not all(r.startswith("sha256:") for r in content):
+            log.warning("checkpoint %s was trained on %s (%s); this model (%s) cannot be compared by content",
+                        folder, trained.get("model"), content[0], here["model"])
+        return
+    shape = [k for k in differs if k in ("model_type", "hidden_size", "layers")]
+    described = (f"checkpoint {folder} was trained on {trained.get('model')} (revision {content[0]}"
+                 + "".join(f", {k}={trained[k]}" for k in shape) + f"), not on {here['model']} (revision "
+                 f"{content[1]}" + "".join(f", {k}={here[k]}" for k in shape) + f"): {', '.join(differs)} differ")
+    if shape:
+        raise ValueError(f"{described}; pass --model {trained.get('model')} (its adapter cannot fit this model)")
+    if not allow_mismatch:
+        raise ValueError(f"{described}; pass --model {trained.get('model')}, or --allow-base-mismatch if you know "
+                         "the two are the same model")
+    log.warning("%s; loading it anyway (--allow-base-mismatch)", described)

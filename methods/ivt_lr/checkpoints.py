@@ -25,6 +25,7 @@ from pathlib import Path
 import torch
 
 from harness.api.hashing import digest_files
+from harness.latent.checkpoint import check_base  # noqa: F401 (shared with LaRe; imported from here before)
 
 from .model import LATENT_TOKENS
 from .options import rope_from_legacy
@@ -74,36 +75,6 @@ def check_checkpoint(path: str) -> dict | None:
         raise ValueError(f"{path} is a checkpoint of {config['recipe']!r}, not of ivt-lr; pass it to "
                          f"--method {config['recipe']}")
     return config
-
-
-def check_base(backbone, config: dict, folder, allow_mismatch: bool) -> None:
-    """Refuse a checkpoint trained on another base model: its adapter would load and mean nothing."""
-    trained = config.get("base_model")
-    if trained is None:  # checkpoints written before the base was recorded: its revision only
-        trained = {"revision": config.get("model_revision"), "model": (config.get("train") or {}).get("model")}
-    here = backbone.signature()
-    differs = [k for k in ("model_type", "hidden_size", "layers") if k in trained and trained[k] != here[k]]
-    content = [str(x) for x in (trained.get("revision"), here["revision"])]
-    if all(r.startswith("sha256:") for r in content) and content[0] != content[1]:
-        differs.append("weights")  # both local folders: their content hashes must agree
-    elif not any(r.startswith("sha256:") for r in content) and (trained.get("model"), content[0]) != \
-            (here["model"], content[1]):
-        differs.append("hub id/revision")
-    if not differs:
-        if any(r.startswith("sha256:") for r in content) and not all(r.startswith("sha256:") for r in content):
-            log.warning("checkpoint %s was trained on %s (%s); this model (%s) cannot be compared by content",
-                        folder, trained.get("model"), content[0], here["model"])
-        return
-    shape = [k for k in differs if k in ("model_type", "hidden_size", "layers")]
-    described = (f"checkpoint {folder} was trained on {trained.get('model')} (revision {content[0]}"
-                 + "".join(f", {k}={trained[k]}" for k in shape) + f"), not on {here['model']} (revision "
-                 f"{content[1]}" + "".join(f", {k}={here[k]}" for k in shape) + f"): {', '.join(differs)} differ")
-    if shape:
-        raise ValueError(f"{described}; pass --model {trained.get('model')} (its adapter cannot fit this model)")
-    if not allow_mismatch:
-        raise ValueError(f"{described}; pass --model {trained.get('model')}, or --allow-base-mismatch if you know "
-                         "the two are the same model")
-    log.warning("%s; loading it anyway (--allow-base-mismatch)", described)
 
 
 def load_into_backbone(backbone, path: str, *, rope: str, instruction: str, published_lora_alpha: float,

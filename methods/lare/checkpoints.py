@@ -46,18 +46,6 @@ def trained_tensors(backbone, module) -> dict[str, dict]:
     return tensors
 
 
-def check_base(backbone, config: dict, path: str, allow_mismatch: bool = False) -> None:
-    saved = config.get("base_model", {})
-    mine = backbone.signature()
-    keys = ("family", "model_type", "hidden_size", "layers") if allow_mismatch else ("model", "family", "model_type",
-                                                                                       "hidden_size", "layers")
-    differs = [k for k in keys if saved.get(k) != mine.get(k)]
-    if differs:
-        raise ValueError(f"lare checkpoint {path} was trained on {saved.get('model')} ({saved.get('family')}, "
-                         f"hidden {saved.get('hidden_size')}), not on this model ({mine['model']}): differs in "
-                         f"{', '.join(differs)}; pass the base model it was trained from")
-
-
 def load_trained(backbone, path: str, *, extractor=None, pool=None, reconstructor=None, tokens_added: bool = False,
                  allow_base_mismatch: bool = False) -> list[int]:
     """Load a checkpoint into ``backbone`` (adding the two tokens first unless ``tokens_added``) and into
@@ -65,10 +53,10 @@ def load_trained(backbone, path: str, *, extractor=None, pool=None, reconstructo
     import torch
 
     from harness.latent.adapters import add_tokens
-    from harness.latent.checkpoint import load_tensors
+    from harness.latent.checkpoint import check_base, load_tensors
 
     config = check_checkpoint(path)
-    check_base(backbone, config, path, allow_base_mismatch)
+    check_base(backbone, config, path, allow_base_mismatch)  # the same rule as every trained checkpoint
     if tokens_added:
         ids = backbone.tokenizer.convert_tokens_to_ids(list(LATENT_TOKENS))
     else:

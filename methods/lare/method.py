@@ -56,10 +56,9 @@ class LaRe(Method):
                                      f"{saved[key]!r}; drop it (the checkpoint fixes it)")
                 if mine == default:
                     setattr(o, key, saved[key])  # T may differ from training's (the paper's Fig. 5)
-            extractor = self.checkpoint_config.get("extractor") or {}
-            for key in ("hidden", "layers", "heads"):
-                if extractor:
-                    setattr(o, f"extractor_{key}", extractor[key])
+            for key, value in (self.checkpoint_config.get("extractor") or {}).items():
+                if key != "width":
+                    setattr(o, f"extractor_{key}", value)
         self.extractor = None
         self.token_ids: list[int] = []
 

@@ -112,6 +112,7 @@ class LaReRecipe(Recipe):
 
             check_checkpoint(o.init)
         self.backbone = None
+        self._module = None  # the LaReModel setup() built (frozen() and the checkpoint config read it)
         self.token_ids: list[int] = []
 
     def schedule(self) -> Schedule:
@@ -229,8 +230,6 @@ class LaReRecipe(Recipe):
                 "reconstructor": reconstructor.config if reconstructor is not None else None,
                 "align_dim": o.align_dim, "vae": o.vae, "recon_size": self.recon_size,
                 "answer_template": o.answer_template, "init": o.init}
-
-    _module = None
 
     # -- data --------------------------------------------------------------------------------
     def epoch_items(self, examples, stage: int) -> list[StageItem]:
