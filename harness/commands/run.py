@@ -6,14 +6,49 @@ import json
 from harness.api.types import DEFAULT_MAX_IMAGE_PIXELS  # stdlib only
 from harness.commands._common import db_arg, key_values, quiet_libraries
 
+def _launch(args) -> int:
+    """``--processes N``: the same command as N processes under torchrun (this process only waits)."""
+    import signal
+    import subprocess
+    from harness.run.distributed import launch_command
+
+    argv, skip = [], False
+    for token in args.argv:
+        if skip:
+            skip = False
+        elif token == "--processes":
+            skip = True
+        elif not token.startswith("--processes="):
+            argv.append(token)
+    import os
+
+    # torchrun would set 1 thread per process (and say so); on a CPU the cores are shared out instead.
+    threads = os.environ.get("OMP_NUM_THREADS") or str(max(1, (os.cpu_count() or 1) // args.processes))
+    child = subprocess.Popen(launch_command(args.processes, argv), env={**os.environ, "OMP_NUM_THREADS": threads})
+    try:
+        return child.wait()
+    except KeyboardInterrupt:  # Ctrl-C / SIGTERM: torchrun passes it on to every process, each stores what it has
+        child.send_signal(signal.SIGTERM)
+        child.wait()
+        raise
+
+
 def cmd_run(args) -> int:
     from harness.api import METHODS, coerce_options
+    from harness.run.distributed import parse_shard, world
 
     from harness.run.judge import judge_from_args
     from harness.run.runner import RunSpec, execute
 
     method_cls = METHODS.get(args.method)
     options = coerce_options(method_cls, {**key_values(args.opt), **args.method_flags})
+    shard = parse_shard(args.shard)
+    if args.processes is not None and args.processes < 1:
+        raise ValueError(f"--processes must be at least 1, got {args.processes}")
+    if args.processes and args.processes > 1:
+        if world().size > 1:
+            raise ValueError("--processes N starts its own launch; under torchrun / accelerate launch leave it out")
+        return _launch(args)
     if args.max_new_tokens is not None:
         options["max_new_tokens"] = args.max_new_tokens
     quiet_libraries()
@@ -22,9 +57,15 @@ def cmd_run(args) -> int:
                    dtype=args.dtype, revision=args.revision, db=args.db, fresh=args.fresh,
                    progress=not args.no_progress,
                    max_image_pixels=args.max_image_pixels or None,
-                   judge=judge_from_args(args.judge_url, args.judge_model, args.judge_key_env))
+                   judge=judge_from_args(args.judge_url, args.judge_model, args.judge_key_env), shard=shard)
     report = execute(spec)
+    if not world().main:
+        return 0  # rank 0 reports for the whole launch
     m = report.metrics
+    if m.get("status") == "partial":
+        print(f"run {report.run_id}: shard {args.shard} stored ({report.n_new} new); {m['n']} of {m['n_planned']} "
+              f"rows in {report.db_url}; union the shards with `harness merge A B ... --into C`")
+        return 0
     if args.json:
         print(json.dumps({"run_id": report.run_id, "db": report.db_url, "resumed": report.resumed,
                           "new_samples": report.n_new, "metrics": m, "official": report.official,
@@ -62,6 +103,10 @@ def add_commands(sub) -> None:
     p.add_argument("--dtype", default="auto", help="auto (bf16 on CUDA, fp32 on CPU), bfloat16, float16, float32")
     p.add_argument("--revision", help="hub revision of the model")
     p.add_argument("--fresh", action="store_true", help="start over instead of resuming the same run")
+    p.add_argument("--processes", type=int, help="evaluate with N processes on this machine (torchrun; one per GPU "
+                   "when CUDA is there); the stored run is the same as with one")
+    p.add_argument("--shard", metavar="I/N", help="compute only the I-th of N fixed shares of the samples (0 <= I < "
+                   "N), e.g. one per node, each into its own database; `harness merge` unions them")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--max-image-pixels", type=int, default=DEFAULT_MAX_IMAGE_PIXELS,

@@ -5,6 +5,7 @@ Heavy imports stay inside the handlers: `harness --help` must stay instant.
 from __future__ import annotations
 
 import json
+import os
 
 from harness.commands._common import quiet_libraries
 
@@ -32,6 +33,8 @@ def cmd_train(args) -> int:
         cpu=args.cpu, options=options, **defaulted,
     )
     report = train(config, progress=not args.no_progress)
+    if int(os.environ.get("RANK", "0") or 0) != 0:
+        return 0  # under torchrun / accelerate launch the main process reports (the loss is over all of them)
     if args.json:
         print(json.dumps(report.__dict__, indent=2, default=str))
     else:
@@ -48,8 +51,8 @@ def add_commands(sub) -> None:
     p = sub.add_parser("train", help="train a method (LoRA) on a benchmark's training data; resumable",
                        description="Extra --name VALUE flags are the trainer's own options (its Options, "
                                    "e.g. --epochs-per-stage 4).")
-    p.add_argument("--method", required=True, help="a registered trainer (ivt-lr)")
-    p.add_argument("--bench", required=True, help="training data reader: m3cot, scienceqa or easyvqa")
+    p.add_argument("--method", required=True, help="a registered trainer (ivt-lr, lare)")
+    p.add_argument("--bench", required=True, help="training data reader: m3cot, scienceqa, easyvqa or llava")
     p.add_argument("--model", required=True, help="hub id or local checkpoint folder of the base VLM")
     p.add_argument("--data", help="m3cot: a save_to_disk folder / parquet / jsonl with a train split; "
                                   "scienceqa: the folder with problems.json and images/; easyvqa: optional "

@@ -56,6 +56,9 @@ class RunSpec:
     # An LLM judge scores the run in addition to the benchmark's own scoring (a separate "judge" score
     # row); it does not change the predictions, so it is not part of the run's identity.
     judge: JudgeConfig | None = None
+    # (I, N): this invocation computes the I-th of N fixed shares of the planned positions (one database
+    # per node; ``harness merge`` unions them). Not part of the run's identity: every shard is the same run.
+    shard: tuple[int, int] | None = None
 
 
 def select_positions(total: int, limit: int | None, seed: int) -> list[int]:

@@ -110,17 +110,33 @@ def execute(spec: RunSpec) -> RunReport:
 
 
 def execute_plan(p: RunPlan) -> RunReport:
+    """One process, or one of a launch's processes (see :mod:`harness.run.distributed`): rank 0 opens the
+    run, every process computes its share, rank 0 scores the run once all shares are stored."""
+    from harness.run.distributed import share, shard_positions, world
     from harness.run.store import Store
 
     spec = p.spec
+    w = world()
     store = Store(spec.db)  # a bad --db fails now, not after minutes of loading a model
-    run = start(p, store, load_plan(p))
+    if w.size > 1:
+        spec.device = w.device(spec.device)
+    backbone = load_plan(p)
+    run = start(p, store, backbone) if w.main else None
+    ours = set(shard_positions(p.positions, spec.shard))
+    run_id, pending = w.broadcast((run.run_id, [q for q in run.pending if q in ours]) if w.main else None)
+    if run is None:  # not rank 0: writes rows into rank 0's run, owns nothing
+        run = OpenRun(plan=p, store=store, backbone=backbone, run_id=run_id, resumed=True, pending=pending,
+                      device=backbone.describe()["device"])
+    mine = share(pending, w)
     n_new = 0
     from tqdm import tqdm
     from tqdm.contrib.logging import logging_redirect_tqdm
 
-    bar = tqdm(total=len(p.positions), initial=len(p.positions) - len(run.pending), disable=not spec.progress,
-               desc=f"{spec.method} on {spec.bench}", unit="sample", file=sys.stderr)
+    where = f" (process {w.rank} of {w.size})" if w.size > 1 else ""
+    alone = w.size == 1  # then the bar counts this invocation's positions, those already stored included
+    bar = tqdm(total=len(ours) if alone else len(mine), initial=len(ours) - len(pending) if alone else 0,
+               disable=not spec.progress or not w.main, desc=f"{spec.method} on {spec.bench}{where}", unit="sample",
+               file=sys.stderr)
 
     def advance(n: int) -> None:
         nonlocal n_new
@@ -129,18 +145,34 @@ def execute_plan(p: RunPlan) -> RunReport:
 
     try:
         with logging_redirect_tqdm():  # warnings get their own line, not glued to the bar
-            run_shard(run, run.pending, on_rows=advance)
+            run_shard(run, mine, on_rows=advance)
         bar.close()
+        w.barrier()  # every share stored (a process that died never arrives: the launcher stops the rest)
+        n_new = len(pending) if w.size > 1 else n_new  # counted over every process
+        if not w.main:
+            return RunReport(run_id=run_id, db_url=store.url, resumed=run.resumed, n_new=n_new, metrics={},
+                             official={})
+        stored = len(store.samples(run.run_id))
+        if spec.shard is not None and stored < len(p.positions):
+            index, count = spec.shard
+            store.finish_run(run.run_id, status="partial", metrics=None, official=None,
+                             peak_memory_mb=round(peak_memory_mb(run.device), 1),
+                             error=f"shard {index}/{count} stored: {stored} of {len(p.positions)} rows; the others' "
+                                   "databases complete it (harness merge), or run without --shard to finish here")
+            return RunReport(run_id=run.run_id, db_url=store.url, resumed=run.resumed, n_new=n_new,
+                             metrics={"n": stored, "n_planned": len(p.positions), "status": "partial"}, official={})
         metrics, official = finalize(run)
     except KeyboardInterrupt as exc:
         bar.close()
-        how = "terminated (SIGTERM)" if isinstance(exc, Terminated) else "interrupted by user"
-        store.finish_run(run.run_id, status="interrupted", metrics=None, official=None,
-                         error=f"{how} after {n_new} new samples; re-run the same command to resume")
+        if w.main:
+            how = "terminated (SIGTERM)" if isinstance(exc, Terminated) else "interrupted by user"
+            store.finish_run(run.run_id, status="interrupted", metrics=None, official=None,
+                             error=f"{how} after {n_new} new samples{where}; re-run the same command to resume")
         raise
     except Exception as exc:
-        store.finish_run(run.run_id, status="failed", metrics=None, official=None,
-                         error="".join(traceback.format_exception_only(type(exc), exc)).strip())
+        if w.main:
+            store.finish_run(run.run_id, status="failed", metrics=None, official=None,
+                             error="".join(traceback.format_exception_only(type(exc), exc)).strip())
         raise
     judged = _judge_finished_run(store, run.run_id, p.benchmark, spec) if spec.judge is not None else None
     return RunReport(run_id=run.run_id, db_url=store.url, resumed=run.resumed, n_new=n_new, metrics=metrics,

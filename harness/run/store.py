@@ -13,6 +13,13 @@ Re-running the same command takes a stale run over and resumes it.
 SQLite: WAL while a writer has the file open; a writing store checkpoints the WAL into the main file
 when it is closed (explicitly, when garbage-collected, or at interpreter exit) and, when it is the
 last connection, returns the file to rollback mode, so ``harness.db`` alone holds every run.
+
+PostgreSQL (``postgresql+psycopg://USER:PASSWORD@HOST/DBNAME``): writers on many hosts share one
+database. Opening the schema is serialised by an advisory lock (two processes opening a fresh database
+at once), ``add_samples`` inserts with ``ON CONFLICT DO NOTHING`` (two processes storing the same uid),
+and a transaction the server aborts as a deadlock or serialization failure is redone. A read-only store
+makes every session ``READ ONLY`` on the server and never creates or alters anything, so a role with
+SELECT rights only can open it.
 """
 from __future__ import annotations
 
@@ -35,12 +42,14 @@ from sqlalchemy import (JSON, Boolean, DateTime, Float, ForeignKey, Index, Integ
                         UniqueConstraint, and_, create_engine, delete, event, func, inspect, or_, select,
                         update)
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import ArgumentError, NoSuchModuleError, OperationalError, SQLAlchemyError
+from sqlalchemy.exc import ArgumentError, NoSuchModuleError, OperationalError, ProgrammingError, SQLAlchemyError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 from sqlalchemy.types import TypeDecorator
 
 DEFAULT_URL = "sqlite:///results/harness.db"
-STATUSES = ("running", "finished", "failed", "interrupted", "superseded")
+# "partial": one share of a run split across databases (``harness run --shard I/N``) is stored and
+# the run awaits the others (``harness merge`` unions them and scores it once complete).
+STATUSES = ("running", "finished", "failed", "interrupted", "superseded", "partial")
 # Never stored: what a stored "running" reads as once its owner is gone (see stale_reason).
 STALE = "stale"
 HEARTBEAT_S = 30.0
@@ -135,8 +144,9 @@ class SampleRow(Base):
     prompt: Mapped[str | None] = mapped_column(Text, default="")
     prediction: Mapped[str | None] = mapped_column(Text, default="")
     answer: Mapped[str | None] = mapped_column(Text, default="")
-    extracted: Mapped[str | None] = mapped_column(String(500))  # None: nothing extracted
-    gold: Mapped[str | None] = mapped_column(String(500), default="")
+    # Text, not String(n): PostgreSQL enforces lengths, and a model's extracted answer can be long.
+    extracted: Mapped[str | None] = mapped_column(Text)  # None: nothing extracted
+    gold: Mapped[str | None] = mapped_column(Text, default="")
     correct: Mapped[bool | None] = mapped_column(Boolean)
     error: Mapped[str | None] = mapped_column(Text)  # set when the sample could not be run
     input_tokens: Mapped[int | None] = mapped_column(Integer)
@@ -188,11 +198,21 @@ class ReportedResult(Base):
     imported_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 
+# pg_advisory_xact_lock key (b"harness\0" as a big-endian integer) that serialises schema creation.
+_PG_SCHEMA_LOCK = 0x6861726E65737300
+
+
 def _create_schema(conn) -> None:
     """Missing tables, missing columns, then missing indexes: ``create_all`` skips the columns and
     indexes of a table that already exists, so a column added later reaches an older database by
     ``ALTER TABLE ... ADD COLUMN`` (nullable, no default: old rows read NULL) and an index through
-    ``checkfirst``."""
+    ``checkfirst``.
+
+    PostgreSQL: two processes opening a fresh database at once would both find no tables and both
+    create them (the second fails on a duplicate catalog row), so the check-and-create runs under a
+    transaction-scoped advisory lock: the second waits for the first to commit, then finds the tables."""
+    if conn.dialect.name == "postgresql":
+        conn.execute(select(func.pg_advisory_xact_lock(_PG_SCHEMA_LOCK)))
     Base.metadata.create_all(conn)
     insp = inspect(conn)
     prep = conn.dialect.identifier_preparer
@@ -444,6 +464,25 @@ def _is_locked(exc: OperationalError) -> bool:
     return "database is locked" in msg or "database is busy" in msg
 
 
+# PostgreSQL aborted the transaction so that another could go on (deadlock_detected,
+# serialization_failure): redoing it is the documented remedy.
+_PG_RETRY_STATES = frozenset({"40P01", "40001"})
+
+
+def _sqlstate(exc: SQLAlchemyError) -> str | None:
+    orig = getattr(exc, "orig", None)
+    return getattr(orig, "sqlstate", None) or getattr(orig, "pgcode", None)  # psycopg 3, psycopg2
+
+
+def _first_line(exc: SQLAlchemyError) -> str:
+    lines = str(getattr(exc, "orig", None) or exc).strip().splitlines()
+    return lines[0] if lines else type(exc).__name__
+
+
+def _is_transient(exc: OperationalError) -> bool:
+    return _is_locked(exc) or _sqlstate(exc) in _PG_RETRY_STATES
+
+
 # -- owners and heartbeats ------------------------------------------------------------------------------
 _OWNER: dict[str, Any] = {}
 
@@ -655,6 +694,7 @@ class Store:
         self.heartbeat_s = HEARTBEAT_S if heartbeat_s is None else float(heartbeat_s)
         u = make_url(self.url)
         self._sqlite = u.get_backend_name() == "sqlite"
+        self._pg = u.get_backend_name() == "postgresql"
         path = _sqlite_file(u) if self._sqlite else None
         self._memory = self._sqlite and path is None and not (u.database or "").startswith("file:")
         created: list[Path] = []
@@ -672,9 +712,13 @@ class Store:
             created = ([] if existed else [path, Path(f"{path}-wal"), Path(f"{path}-shm"),
                                            Path(f"{path}-journal")]) + missing
 
-        self.engine = create_engine(u)
+        # A PostgreSQL host that drops packets would hang the first connection for minutes otherwise.
+        timeout = {"connect_timeout": 10} if self._pg and "connect_timeout" not in u.query else {}
+        self.engine = create_engine(u, connect_args=timeout)
         if self._sqlite:
             self._setup_sqlite()
+        elif self._pg and read_only:
+            self._setup_pg_read_only()
         # Writes go through this engine: on SQLite they take the write lock up front
         # (BEGIN IMMEDIATE), so the busy timeout applies instead of a failed lock upgrade.
         self._wengine = self.engine.execution_options(harness_write=True)
@@ -701,12 +745,50 @@ class Store:
     def _open_error(self, exc: SQLAlchemyError) -> StoreError:
         msg = str(getattr(exc, "orig", None) or exc).strip().splitlines()
         first = msg[0] if msg else type(exc).__name__
+        if self._pg:
+            pg = self._pg_open_error(first)
+            if pg is not None:
+                return pg
         if "readonly" in first.lower() or "read-only" in first.lower():
             return StoreError(f"{self._label} is read-only ({first}): runs cannot be written "
                               "to it; pass another file or make it writable")
         if "no such table" in first.lower():
             return StoreError(f"{self._label} is not a harness results database ({first})")
         return StoreError(f"{self._label}: cannot open the database ({first})")
+
+    def _pg_open_error(self, first: str) -> StoreError | None:
+        """A PostgreSQL server that cannot be reached or refuses the login, said with the fix."""
+        u = make_url(self.url)
+        where = f"{u.host or 'the local socket'}:{u.port or 5432}"
+        low = first.lower()
+        if "password authentication failed" in low or "no password supplied" in low or "pg_hba.conf" in low:
+            return StoreError(f"{self._label}: the PostgreSQL server at {where} refused the login ({first}); "
+                              "check the user and password in the URL (and the server's pg_hba.conf)")
+        missing = re.search(r'database "([^"]*)" does not exist', first)
+        if missing:
+            return StoreError(f"{self._label}: the PostgreSQL server at {where} has no database "
+                              f"{missing.group(1)!r}; create it (createdb -h {u.host or 'HOST'} -U USER "
+                              f"{missing.group(1)}) or fix the name in the URL")
+        if any(w in low for w in ("connection refused", "could not connect", "connection failed",
+                                  "translate host name", "resolve host", "timeout expired", "timed out",
+                                  "no route to host", "network is unreachable", "server closed the connection")):
+            return StoreError(f"{self._label}: cannot reach the PostgreSQL server at {where} ({first}); "
+                              "check that the server is running and accepts connections on that host and port")
+        if "permission denied" in low and self.read_only:
+            return StoreError(f"{self._label}: cannot read the database ({first}); the role needs CONNECT "
+                              "on the database, USAGE on its schema and SELECT on its tables")
+        return None
+
+    def _setup_pg_read_only(self) -> None:
+        """Every session READ ONLY on the server: a write through this engine fails there (SQLSTATE
+        25006), whatever the role may do otherwise."""
+
+        @event.listens_for(self.engine, "connect")
+        def _read_only(dbapi_conn, _record):
+            cur = dbapi_conn.cursor()
+            cur.execute("SET SESSION CHARACTERISTICS AS TRANSACTION READ ONLY")
+            cur.close()
+            dbapi_conn.commit()  # the SET is transactional: kept only once committed
 
     def _columns(self) -> frozenset[str]:
         """The runs table's columns as stored: a database from before a column was added, opened
@@ -759,9 +841,15 @@ class Store:
             try:
                 with Session(self._wengine, expire_on_commit=False) as s, s.begin():
                     return fn(s)
+            except ProgrammingError as exc:
+                if _sqlstate(exc) == "42501":  # insufficient_privilege: e.g. a read-only role
+                    raise StoreError(f"{self._label}: the database refused the write ({_first_line(exc)}); "
+                                     "connect as a role with INSERT and UPDATE on the harness tables") from None
+                raise
             except OperationalError as exc:
-                # Last resort: busy_timeout already waited; back off and redo the transaction.
-                if not _is_locked(exc) or i == attempts - 1:
+                # Last resort: busy_timeout already waited (SQLite), or the server aborted this
+                # transaction for another's sake (PostgreSQL); back off and redo the transaction.
+                if not _is_transient(exc) or i == attempts - 1:
                     raise
                 time.sleep(0.05 * 2 ** i * (1 + random.random()))
         raise AssertionError("unreachable")
@@ -845,11 +933,21 @@ class Store:
             uids = [row.get("uid") for row in rows]
             done = set(s.scalars(select(SampleRow.uid).where(SampleRow.run_id == run_id,
                                                           SampleRow.uid.in_(uids))))
+            new = []
             for row in rows:
                 if row.get("uid") in done:
                     continue
                 done.add(row.get("uid"))
-                s.add(SampleRow(**{**row, "run_id": run_id}))
+                new.append({**row, "run_id": run_id})
+            if self._pg:
+                # Another process may store one of these uids between the select above and this
+                # insert (both committed: the unique (run_id, uid) would fail the second): skip it.
+                if new:
+                    from sqlalchemy.dialects.postgresql import insert as pg_insert  # ~30 ms: not at CLI start
+
+                    s.execute(pg_insert(SampleRow).on_conflict_do_nothing(index_elements=["run_id", "uid"]), new)
+            else:
+                s.add_all(SampleRow(**row) for row in new)
             s.flush()  # surfaces bad rows here, inside the transaction
             now = utcnow()
             s.execute(update(Run).where(Run.id == run_id).values(updated_at=now, heartbeat_at=now))

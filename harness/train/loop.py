@@ -185,6 +185,9 @@ def train(config: TrainConfig, progress: bool = True) -> TrainReport:
             if accelerator.sync_gradients:
                 global_step += 1
                 means = {k: sum(r[k] for r in running) / len(running) for k in running[0]}
+                if accelerator.num_processes > 1:  # the step's loss over the global batch, not this process's share
+                    reduced = accelerator.reduce(torch.tensor(list(means.values()), device=accelerator.device), "mean")
+                    means = dict(zip(means, reduced.tolist()))
                 last_loss = means.pop("loss")
                 last_losses = means
                 running = []
