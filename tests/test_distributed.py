@@ -10,10 +10,11 @@ import sys
 import pytest
 
 from harness.cli import main
-from harness.run.distributed import World, launch_command, parse_shard, shard_positions, share
+from harness.run.distributed import World, launch, parse_shard, shard_positions, share
 
 RUN = ["run", "--method", "cot", "--bench", "easyvqa", "--model", "zoo:easyvqa-llava", "--limit", "12",
        "--max-new-tokens", "24", "--no-progress"]
+LONG = [*RUN[:RUN.index("--limit") + 1], "60", *RUN[RUN.index("--limit") + 2:]]
 
 
 def harness(*args: str, db, check: bool = True) -> subprocess.CompletedProcess:
@@ -53,8 +54,7 @@ def test_shard_and_process_counts_are_checked():
         with pytest.raises(ValueError, match="--shard"):
             parse_shard(bad)
     with pytest.raises(ValueError, match="--processes"):
-        launch_command(0, ["run"])
-    assert launch_command(2, ["run", "--x"])[-4:] == ["-m", "harness.cli", "run", "--x"]
+        launch(0, ["run"])
 
 
 @pytest.mark.parametrize("argv, message", [
@@ -162,3 +162,39 @@ def test_shards_in_two_databases_merge_into_the_run_of_one_process(reference, tm
     with sqlite3.connect(merged) as a, sqlite3.connect(reference) as b:
         accuracy = "SELECT accuracy FROM scores WHERE kind = 'official'"
         assert a.execute(accuracy).fetchall() == b.execute(accuracy).fetchall()
+
+
+def test_a_terminated_launch_keeps_its_rows_and_one_process_resumes_it(tmp_path):
+    import signal
+    import time
+
+    db = tmp_path / "run.db"
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
+    env.pop("OMP_NUM_THREADS", None)
+    launched = subprocess.Popen([sys.executable, "-m", "harness.cli", *LONG, "--processes", "2", "--db",
+                                 f"sqlite:///{db}"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and launched.poll() is None:
+        time.sleep(0.2)
+        try:
+            with sqlite3.connect(db, timeout=5) as conn:
+                if conn.execute("SELECT count(*) FROM samples").fetchone()[0] >= 2:
+                    break
+        except sqlite3.OperationalError:
+            pass  # not created yet
+    assert launched.poll() is None, "the launch ended before it could be terminated"
+    launched.send_signal(signal.SIGTERM)  # what Slurm sends at the time limit
+    _, err = launched.communicate(timeout=120)
+    assert launched.returncode == 143
+    assert "Traceback" not in err
+    told = [line for line in err.splitlines() if line.startswith("harness:")]
+    assert told and all("terminated (SIGTERM); what was computed is stored" in line for line in told), err
+    with sqlite3.connect(db) as conn:
+        status, error = conn.execute("SELECT status, error FROM runs").fetchone()
+        kept = conn.execute("SELECT count(*) FROM samples").fetchone()[0]
+    assert status == "interrupted" and "re-run the same command to resume" in error, (status, error)
+    assert 2 <= kept < 60
+    resumed = harness(*LONG, db=db)  # one process now
+    assert f"60 samples ({60 - kept} new" in resumed.stdout
+    runs, rows = stored(db)
+    assert [r[1:] for r in runs] == [("finished", 60)] and len({r[0] for r in rows}) == 60

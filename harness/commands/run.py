@@ -7,10 +7,8 @@ from harness.api.types import DEFAULT_MAX_IMAGE_PIXELS  # stdlib only
 from harness.commands._common import db_arg, key_values, quiet_libraries
 
 def _launch(args) -> int:
-    """``--processes N``: the same command as N processes under torchrun (this process only waits)."""
-    import signal
-    import subprocess
-    from harness.run.distributed import launch_command
+    """``--processes N``: the same command (less that flag) as N processes; this one only waits."""
+    from harness.run.distributed import launch
 
     argv, skip = [], False
     for token in args.argv:
@@ -20,17 +18,7 @@ def _launch(args) -> int:
             skip = True
         elif not token.startswith("--processes="):
             argv.append(token)
-    import os
-
-    # torchrun would set 1 thread per process (and say so); on a CPU the cores are shared out instead.
-    threads = os.environ.get("OMP_NUM_THREADS") or str(max(1, (os.cpu_count() or 1) // args.processes))
-    child = subprocess.Popen(launch_command(args.processes, argv), env={**os.environ, "OMP_NUM_THREADS": threads})
-    try:
-        return child.wait()
-    except KeyboardInterrupt:  # Ctrl-C / SIGTERM: torchrun passes it on to every process, each stores what it has
-        child.send_signal(signal.SIGTERM)
-        child.wait()
-        raise
+    return launch(args.processes, argv)
 
 
 def cmd_run(args) -> int:
@@ -103,7 +91,7 @@ def add_commands(sub) -> None:
     p.add_argument("--dtype", default="auto", help="auto (bf16 on CUDA, fp32 on CPU), bfloat16, float16, float32")
     p.add_argument("--revision", help="hub revision of the model")
     p.add_argument("--fresh", action="store_true", help="start over instead of resuming the same run")
-    p.add_argument("--processes", type=int, help="evaluate with N processes on this machine (torchrun; one per GPU "
+    p.add_argument("--processes", type=int, help="evaluate with N processes on this machine (one per GPU "
                    "when CUDA is there); the stored run is the same as with one")
     p.add_argument("--shard", metavar="I/N", help="compute only the I-th of N fixed shares of the samples (0 <= I < "
                    "N), e.g. one per node, each into its own database; `harness merge` unions them")

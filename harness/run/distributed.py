@@ -121,12 +121,51 @@ def share(pending: list[int], w: World) -> list[int]:
     return pending[w.rank::w.size]
 
 
-def launch_command(processes: int, argv: list[str]) -> list[str]:
-    """``harness run --processes N ...`` as N processes under torch's own launcher (torchrun), which is
-    also what ``accelerate launch`` starts for multi-process runs."""
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def launch(processes: int, argv: list[str]) -> int:
+    """``harness run --processes N ...``: the same command as N processes on this machine, each with the
+    environment torchrun would give it (rank, world size, a rendezvous on 127.0.0.1). Our own launcher,
+    not torchrun's, so that a stop is one line per process and no launcher traceback: SIGTERM or Ctrl-C
+    here is passed to every process (each marks what it stored), and when one fails the others are
+    stopped. Returns the first failing exit status, else 0."""
+    import signal
+    import subprocess
     import sys
+    import time
 
     if processes < 1:
         raise ValueError(f"--processes must be at least 1, got {processes}")
-    return [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={processes}",
-            "-m", "harness.cli", *argv]
+    base = {**os.environ, "WORLD_SIZE": str(processes), "LOCAL_WORLD_SIZE": str(processes),
+            "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(free_port())}
+    # On a CPU the cores are shared out (torchrun would give each process one thread).
+    base.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // processes)))
+    children = [subprocess.Popen([sys.executable, "-m", "harness.cli", *argv],
+                                 env={**base, "RANK": str(r), "LOCAL_RANK": str(r)}) for r in range(processes)]
+
+    def stop() -> None:
+        for child in children:
+            if child.poll() is None:
+                child.send_signal(signal.SIGTERM)
+        for child in children:
+            child.wait()
+
+    try:
+        while True:
+            codes = [child.poll() for child in children]
+            failed = [c for c in codes if c not in (None, 0)]
+            if failed:
+                stop()
+                return failed[0]
+            if all(c == 0 for c in codes):
+                return 0
+            time.sleep(0.1)
+    except KeyboardInterrupt:
+        stop()
+        raise
