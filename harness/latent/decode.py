@@ -68,8 +68,9 @@ def next_tokens(logits: torch.Tensor, sampling: Sampling, generator: torch.Gener
     return torch.multinomial(probs, 1, generator=generator)[:, 0]
 
 
-def _append_for(backbone, state, chunk, which: torch.Tensor) -> None:
-    """Append ``chunk`` for the samples in ``which``; the others keep their logits and last hidden state."""
+def append_for(backbone, state, chunk, which: torch.Tensor) -> None:
+    """Append ``chunk`` for the samples in ``which``; the others keep their logits and last hidden state
+    (a switch hook that appends step by step, e.g. one sketch token at a time, calls it itself)."""
     import torch
 
     embeds = chunk.embeds
@@ -123,7 +124,7 @@ def _decode(backbone, state, max_new_tokens: int, sampling: Sampling, stop_token
             if which.any():
                 chunk = on_switch(state, which)
                 if chunk is not None:
-                    _append_for(backbone, state, chunk, which)
+                    append_for(backbone, state, chunk, which)
     if not tokens:
         return [[] for _ in range(batch)]
     return torch.stack(tokens, dim=1).tolist()
