@@ -759,3 +759,28 @@ def test_llava_conversation_reader(tmp_path):
     path.write_text("{}")
     with pytest.raises(DataError, match="JSON list"):
         read_examples("llava", str(path), "train")
+
+
+def test_a_vae_folder_tokenizes_crops_into_its_scaled_latent_mean(tmp_path):
+    """--vae DIR: a (tiny, random) diffusers AutoencoderKL saved the way a real one is; the target is the
+    posterior mean times the scaling factor, computed here through the VAE's own encoder pieces."""
+    import torch
+    from diffusers import AutoencoderKL
+
+    from methods.lare.losses import ImageTokenizer
+
+    torch.manual_seed(0)
+    vae = AutoencoderKL(in_channels=3, out_channels=3, down_block_types=("DownEncoderBlock2D",) * 2,
+                        up_block_types=("UpDecoderBlock2D",) * 2, block_out_channels=(8, 16), layers_per_block=1,
+                        latent_channels=4, norm_num_groups=4, sample_size=16, scaling_factor=0.5)
+    vae.save_pretrained(tmp_path / "vae")
+    tokenizer = ImageTokenizer(str(tmp_path / "vae"), "cpu")
+    assert tokenizer.channels_and_factor() == (4, 2)
+    pixels = torch.rand(2, 3, 16, 16) * 2 - 1
+    latents = tokenizer.encode(pixels)
+    with torch.no_grad():
+        moments = vae.quant_conv(vae.encoder(pixels))  # [mean; logvar] along channels
+    assert latents.shape == (2, 4, 8, 8)
+    torch.testing.assert_close(latents, moments[:, :4] * 0.5, atol=1e-5, rtol=1e-5)
+    with pytest.raises(ValueError, match="no diffusers AutoencoderKL"):
+        ImageTokenizer(str(tmp_path / "missing"), "cpu")
