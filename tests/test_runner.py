@@ -142,7 +142,7 @@ def test_corrupt_image_becomes_an_error_sample(tiny_model_dirs, tmp_path, db):
 
 
 @pytest.mark.parametrize("args, expected", [
-    (["--method", "nope", "--bench", "m3cot", "--model", "x"], "unknown method 'nope'; choose one of: cot, direct, ivt-lr, l2v-cot, lare, mm-cot"),
+    (["--method", "nope", "--bench", "m3cot", "--model", "x"], "unknown method 'nope'; choose one of: cot, direct, ivt-lr, l2v-cot, lare, mm-cot, modal-mixed"),
     (["--method", "cot", "--bench", "nope", "--model", "x"], "unknown benchmark 'nope'; choose one of:"),
     (["--method", "cot", "--bench", "mmvp", "--model", "x"], "MMVP data not found at"),
     (["--method", "cot", "--bench", "m3cot", "--model", "x", "--data", "/no/such/dir"], "/no/such/dir"),

@@ -21,6 +21,9 @@ class TrainExample:
     rationale: str
     answer: str  # the gold answer as the benchmark grades it (an option letter; easyvqa's open split: the word)
     image_refs: list = field(default_factory=list)
+    # An interleaved reasoning trace (modal-mixed CoT): ("text", str) and ("image", ref) segments in
+    # order, the images being intermediate (reasoning) images, not the problem's; empty for text-only data.
+    trace: list = field(default_factory=list)
 
 
 Reader = Callable[[str, str], list[TrainExample]]

@@ -1,0 +1,1 @@
+"""Modal-mixed CoT: text interleaved with latent visual sketches from a diffusion head."""

@@ -1,0 +1,240 @@
+"""Modal-mixed CoT's SFT as a ``harness train`` recipe (``--stage sft``; RL: see ``--stage rl`` below).
+
+Data: a reader whose examples carry an interleaved ``trace`` (``easyvqa-traces``: the proving
+ground's; ``zebra-cot``: Zebra-CoT's layout); examples without one are trained on their rationale as
+text only. Trains: LoRA on the LLM, the two control tokens' input and output rows (gradient masked to
+those rows, no weight decay), and the sketch head in full. The vision tower and projector stay frozen,
+so the sketch targets (their output) do not move while the LLM learns to produce them.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import io
+import logging
+
+import torch
+
+from harness.api import Recipe, register_trainer
+
+from .model import ModalMixedModel
+from .options import CONTROL_TOKENS, SharedOptions, check_shared, head_kind, prompt_text
+from .sketch import Standardizer, sketch_targets
+
+log = logging.getLogger("harness")
+STAGES = ("sft", "rl")
+
+
+@dataclasses.dataclass
+class Item:
+    uid: str
+    prompt: str
+    image_refs: list
+    pieces: list  # ("text", str) / ("image", ref)
+    answer_text: str
+
+
+def _image_key(ref) -> str:
+    if isinstance(ref, dict):
+        ref = ref.get("bytes") or ref.get("path")
+    if isinstance(ref, (bytes, bytearray)):
+        return hashlib.sha1(bytes(ref)).hexdigest()
+    if hasattr(ref, "tobytes"):  # a PIL image
+        buffer = io.BytesIO()
+        ref.save(buffer, format="PNG")
+        return hashlib.sha1(buffer.getvalue()).hexdigest()
+    return str(ref)
+
+
+@register_trainer("modal-mixed")
+class ModalMixedRecipe(Recipe):
+    benches = ("easyvqa-traces", "zebra-cot")
+    train_defaults = {"batch_size": 8, "lr": 2e-4, "weight_decay": 0.0, "max_grad_norm": 1.0}
+
+    @dataclasses.dataclass
+    class Options(SharedOptions):
+        stage: str = "sft"  # sft | rl
+        lambda_sketch: float = 1.0  # λ of the head loss
+        head_lr: float = 1e-3  # the head and the control-token rows; 0: --lr
+        init_token: str = "image"  # the control tokens' rows start from this word's
+        answer_template: str = "The answer is {answer}."
+        cfg_drop: float = 0.1  # the head's condition dropped (null vector) with this probability: for --cfg
+        stats_examples: int = 256  # sketch targets the standardisation statistics are computed on
+
+    def __init__(self, config):
+        super().__init__(config)
+        o = self.options
+        check_shared(o)
+        if o.stage not in STAGES:
+            raise ValueError(f"modal-mixed: --stage must be one of: {', '.join(STAGES)}; got {o.stage!r}")
+        if o.stage == "rl":
+            raise ValueError("modal-mixed: --stage rl (GRPO) is not built yet: the GRPO objective is "
+                             "(methods/modal_mixed/grpo.py, tested) but its rollout loop is not; train --stage sft")
+        if "{answer}" not in o.answer_template:
+            raise ValueError("modal-mixed: --answer-template must contain {answer}")
+        if not 0 <= o.cfg_drop < 1:
+            raise ValueError(f"modal-mixed: --cfg-drop must be in [0, 1), got {o.cfg_drop}")
+        self.backbone = None
+        self.module = None
+        self.token_ids: list[int] = []
+        self._targets: dict[str, torch.Tensor] = {}  # intermediate image → its sketch vectors [N_s, D]
+        self._fitted = False
+
+    def lora_settings(self):
+        from harness.latent.adapters import LoraSettings
+
+        c = self.config
+        return LoraSettings(r=c.lora_r, alpha=c.lora_alpha, dropout=c.lora_dropout,
+                            targets=tuple(t.strip() for t in c.lora_targets.split(",") if t.strip()))
+
+    # -- model -------------------------------------------------------------------------------
+    def setup(self, backbone):
+        from harness.latent.adapters import add_tokens, attach_lora
+
+        from .head import make_head
+
+        o = self.options
+        self.backbone = backbone
+        self.token_ids = add_tokens(backbone, CONTROL_TOKENS, init_from=o.init_token)
+        attach_lora(backbone, self.lora_settings())  # freezes everything but LoRA
+        new = torch.tensor(self.token_ids)
+        for weight in self._token_matrices():
+            weight.requires_grad_(True)
+            mask = torch.zeros(weight.shape[0], 1, dtype=weight.dtype, device=weight.device)
+            mask[new] = 1
+            weight.register_hook(lambda grad, mask=mask: grad * mask)  # only the control tokens' rows learn
+        width = backbone.hidden_size
+        head = None if o.no_sketch else make_head(head_kind(o), width, width, width=o.head_width,
+                                                  depth=o.head_depth, train_steps=o.train_steps,
+                                                  schedule=o.schedule, cfg_drop=o.cfg_drop)
+        self.module = ModalMixedModel(backbone, head, Standardizer(width), o.lambda_sketch)
+        self.module.to(backbone.device)
+        return self.module
+
+    def _token_matrices(self) -> list:
+        backbone = self.backbone
+        weights = [backbone.model.get_input_embeddings().weight, backbone.lm_head.weight]
+        return [w for i, w in enumerate(weights) if all(w is not v for v in weights[:i])]  # tied: once
+
+    def param_groups(self, module) -> list[dict]:
+        o = self.options
+        rows = {id(w) for w in self._token_matrices()}
+        lora = [p for n, p in module.model.named_parameters() if "lora_" in n]
+        groups = [{"params": lora},
+                  {"params": self._token_matrices(), "lr": o.head_lr or self.config.lr, "weight_decay": 0.0}]
+        if module.head is not None:
+            groups.append({"params": list(module.head.parameters()), "lr": o.head_lr or self.config.lr})
+        assert not rows & {id(p) for p in lora}
+        return groups
+
+    def checkpoint_tensors(self, module) -> dict[str, dict]:
+        from harness.latent.adapters import adapter_state, token_rows
+
+        rows = token_rows(self.backbone, self.token_ids)
+        tensors = {"adapter": adapter_state(module.model),
+                   "new_embeddings": {"input": rows["input"], "output": rows["output"]}}
+        if module.head is not None:
+            tensors["head"] = {**{f"head.{k}": v.detach() for k, v in module.head.state_dict().items()},
+                               **{f"standardizer.{k}": v.detach() for k, v in module.standardizer.state_dict().items()}}
+        return tensors
+
+    def restore(self, module, folder) -> None:
+        from harness.latent.checkpoint import load_tensors
+
+        module.model.load_state_dict(load_tensors(folder, "adapter"), strict=False)
+        rows = load_tensors(folder, "new_embeddings")
+        with torch.no_grad():
+            self.backbone.model.get_input_embeddings().weight[self.token_ids] = rows["input"].to(self.backbone.dtype)
+            self.backbone.lm_head.weight[self.token_ids] = rows["output"].to(self.backbone.dtype)
+        if module.head is not None:
+            state = load_tensors(folder, "head")
+            module.head.load_state_dict({k[5:]: v for k, v in state.items() if k.startswith("head.")})
+            module.standardizer.load_state_dict({k[13:]: v for k, v in state.items() if k.startswith("standardizer.")})
+            self._fitted = True
+
+    def checkpoint_config(self) -> dict:
+        o = self.options
+        from .options import ARCHITECTURE
+
+        return {"recipe": "modal-mixed", "new_tokens": list(CONTROL_TOKENS), "lora": self.lora_settings().to_dict(),
+                **{k: getattr(o, k) for k in ARCHITECTURE}, "answer_template": o.answer_template,
+                "stage": o.stage, "cfg_drop": o.cfg_drop,
+                "vocab_size": int(self.backbone.lm_head.weight.shape[0]) if self.backbone else None}
+
+    # -- data --------------------------------------------------------------------------------
+    def epoch_items(self, examples, stage: int) -> list[Item]:
+        o = self.options
+        items = []
+        for ex in examples:
+            pieces = list(ex.trace) or [("text", ex.rationale)]
+            if o.no_sketch:
+                pieces = [p for p in pieces if p[0] == "text"]
+            items.append(Item(uid=ex.uid, prompt=prompt_text(ex.question, o.instruction), image_refs=ex.image_refs,
+                              pieces=pieces, answer_text=o.answer_template.format(answer=ex.answer)))
+        if not o.no_sketch and not self._fitted:
+            self._fit_standardizer(items)
+        return items
+
+    def _fit_standardizer(self, items: list[Item]) -> None:
+        refs = [ref for item in items for kind, ref in item.pieces if kind == "image"][:self.options.stats_examples]
+        if not refs:
+            raise ValueError("modal-mixed: no example has an intermediate image in its trace; train on traces "
+                             "(--bench easyvqa-traces or zebra-cot) or pass --no-sketch true")
+        self.module.standardizer.fit(self._sketches(refs))
+        self._fitted = True
+
+    def _sketches(self, refs: list) -> torch.Tensor:
+        """[len(refs), N_s, D] sketch targets, computed once per distinct image."""
+        from harness.api.types import decode_image
+
+        keys = [_image_key(ref) for ref in refs]
+        todo = {k: r for k, r in zip(keys, refs) if k not in self._targets}
+        if todo:
+            was = self.backbone.model.training
+            self.backbone.model.eval()
+            values = sketch_targets(self.backbone, [decode_image(r) for r in todo.values()],
+                                    self.options.sketch_tokens)
+            self.backbone.model.train(was)
+            for k, v in zip(todo, values):
+                self._targets[k] = v.cpu()
+        return torch.stack([self._targets[k] for k in keys])
+
+    def collate(self, items: list[Item]) -> dict:
+        from harness.api.types import decode_image
+
+        backbone, o = self.backbone, self.options
+        tokenizer = backbone.tokenizer
+        open_id, close_id = self.token_ids
+        eos = tokenizer.eos_token_id if tokenizer.eos_token_id in backbone.eos_token_ids else backbone.eos_token_ids[0]
+        rows, slots, refs = [], [], []
+        for item in items:
+            ids, slot = [], []
+            for kind, value in item.pieces:
+                if kind == "text":
+                    piece = tokenizer.encode((" " if ids else "") + value.strip(), add_special_tokens=False)
+                    ids += piece
+                    slot += [False] * len(piece)
+                else:
+                    ids += [open_id] + [backbone.pad_token_id] * o.sketch_tokens + [close_id]
+                    slot += [False] + [True] * o.sketch_tokens + [False]
+                    refs.append(value)
+            answer = tokenizer.encode((" " if ids else "") + item.answer_text, add_special_tokens=False) + [eos]
+            rows.append(ids + answer)
+            slots.append(slot + [False] * len(answer))
+        width = max(len(r) for r in rows)
+        target_ids = torch.full((len(rows), width), backbone.pad_token_id, dtype=torch.long)
+        target_mask = torch.zeros((len(rows), width), dtype=torch.long)
+        sketch_slots = torch.zeros((len(rows), width), dtype=torch.bool)
+        for i, (r, s) in enumerate(zip(rows, slots)):
+            target_ids[i, :len(r)] = torch.tensor(r)
+            target_mask[i, :len(r)] = 1
+            sketch_slots[i, :len(s)] = torch.tensor(s, dtype=torch.bool)
+        labels = target_ids.masked_fill((target_mask == 0) | sketch_slots, -100)
+        sketch_values = torch.zeros(len(rows), width, backbone.hidden_size)
+        if refs:
+            sketch_values[sketch_slots] = self._sketches(refs).reshape(-1, backbone.hidden_size)
+        images = [[decode_image(r) for r in item.image_refs] for item in items]
+        device = backbone.device
+        return {"inputs": backbone.build_inputs(images, [item.prompt for item in items]),
+                "target_ids": target_ids.to(device), "target_mask": target_mask.to(device), "labels": labels.to(device),
+                "sketch_slots": sketch_slots.to(device), "sketch_values": sketch_values.to(device)}
