@@ -255,7 +255,7 @@ def test_train_then_run_through_the_cli(tiny_model_dirs, tmp_path, capsys, flags
 @pytest.mark.parametrize("argv, message", [
     (["run", "--method", "modal-mixed", "--bench", "easyvqa", "--model", "x"], "modal-mixed needs --checkpoint"),
     (["train", "--method", "modal-mixed", "--bench", "easyvqa-traces", "--model", "x", "--out", "o", "--stage", "rl"],
-     "--stage rl (GRPO) is not built yet"),
+     "--stage rl needs --checkpoint SFT_DIR"),
     (["train", "--method", "modal-mixed", "--bench", "easyvqa-traces", "--model", "x", "--out", "o",
       "--sketch-tokens", "0"], "--sketch-tokens must be at least 1"),
 ])
@@ -264,3 +264,43 @@ def test_bad_input_is_one_line_exit_2(argv, message, capsys, tmp_path, monkeypat
     assert main(argv) == 2
     err = capsys.readouterr().err.strip()
     assert message in err and len(err.splitlines()) == 1
+
+
+# -- RL -------------------------------------------------------------------------------------------------
+
+def test_a_rollout_is_rebuilt_with_its_sketches_and_only_sampled_tokens_as_actions():
+    from methods.modal_mixed.rl import rollout_sequence
+
+    OPEN, CLOSE, EOS, PAD = 90, 91, 2, 0
+    v = [torch.full((3,), float(k)) for k in range(4)]
+    ids, mask, slots, values, actions = rollout_sequence(
+        [[5, OPEN, 7, EOS, PAD], [OPEN, 9, OPEN, 8]], [v[:2], v], 2, OPEN, CLOSE, {EOS}, PAD, 3)
+    assert ids[0].tolist() == [5, OPEN, PAD, PAD, CLOSE, 7, EOS, PAD, PAD, PAD]
+    assert mask[0].tolist() == [1] * 7 + [0] * 3
+    assert slots[0].nonzero()[:, 0].tolist() == [2, 3]
+    assert actions[0].nonzero()[:, 0].tolist() == [0, 1, 5, 6]  # not the slots, not the close token
+    assert ids[1].tolist() == [OPEN, PAD, PAD, CLOSE, 9, OPEN, PAD, PAD, CLOSE, 8]
+    assert [values[1, j, 0].item() for j in (1, 2, 6, 7)] == [0.0, 1.0, 2.0, 3.0]
+    assert actions[1].nonzero()[:, 0].tolist() == [0, 4, 5, 9]
+
+
+def test_rl_trains_on_an_sft_checkpoint_and_its_checkpoint_runs(tiny_model_dirs, tmp_path, capsys):
+    model = str(tiny_model_dirs["llava"])
+    common = ["--bench", "easyvqa-traces", "--model", model, "--limit", "4", "--max-steps", "1", "--batch-size", "2",
+              "--lora-r", "4", "--no-progress"]
+    sft, rl = tmp_path / "sft", tmp_path / "rl"
+    assert main(["train", "--method", "modal-mixed", *common, "--out", str(sft), "--sketch-tokens", "4",
+                 "--head-width", "32", "--head-depth", "2"]) == 0
+    assert main(["train", "--method", "modal-mixed", *common, "--out", str(rl), "--stage", "rl", "--checkpoint",
+                 str(sft), "--group-size", "2", "--rl-max-new-tokens", "6", "--rl-sampler-steps", "2"]) == 0
+    config = json.loads((rl / "config.json").read_text())
+    assert config["stage"] == "rl" and config["sketch_tokens"] == 4 and (rl / "sft_adapter.safetensors").exists()
+    capsys.readouterr()
+    assert main(["run", "--method", "modal-mixed", "--bench", "easyvqa", "--model", model, "--checkpoint", str(rl),
+                 "--limit", "2", "--max-new-tokens", "6", "--sampler-steps", "2", "--db", f"sqlite:///{tmp_path / 'r.db'}",
+                 "--no-progress", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["metrics"]["n_errors"] == 0
+    # RL from an RL checkpoint, or with a contradicting architecture, is refused in one line
+    assert main(["train", "--method", "modal-mixed", *common, "--out", str(tmp_path / "x"), "--stage", "rl",
+                 "--checkpoint", str(rl)]) == 2
+    assert "RL starts from a --stage sft one" in capsys.readouterr().err

@@ -1,7 +1,8 @@
 """Modal-mixed checkpoints (``harness train --method modal-mixed --out DIR``).
 
 ``adapter.safetensors`` LoRA on the LLM, ``new_embeddings.safetensors`` the control tokens' input and
-output rows (trained: the model must learn to emit ``<|sketch|>``), ``head.safetensors`` the sketch head
+output rows (trained: the model must learn to emit ``<|sketch|>``), ``sft_adapter.safetensors`` (an RL checkpoint) the SFT adapter RL started from, merged before
+``adapter``; ``head.safetensors`` the sketch head
 with the targets' standardisation statistics, ``config.json`` the shared options, the LoRA settings,
 the base model's signature and the vocabulary size.
 """
@@ -42,6 +43,8 @@ def load_trained(backbone, path: str, head, standardizer, *, allow_base_mismatch
     try:
         ids = add_tokens(backbone, config["new_tokens"], rows=load_tensors(path, "new_embeddings"),
                          vocab_size=config.get("vocab_size"))
+        if config.get("sft_lora"):  # an RL checkpoint: its SFT adapter first, then RL's on top
+            merge_adapter(backbone, LoraSettings.from_dict(config["sft_lora"]), load_tensors(path, "sft_adapter"))
         merge_adapter(backbone, LoraSettings.from_dict(config["lora"]), load_tensors(path, "adapter"))
         if head is not None:
             state = load_tensors(path, "head")

@@ -12,6 +12,7 @@ import dataclasses
 import hashlib
 import io
 import logging
+import re
 
 import torch
 
@@ -60,6 +61,15 @@ class ModalMixedRecipe(Recipe):
         answer_template: str = "The answer is {answer}."
         cfg_drop: float = 0.1  # the head's condition dropped (null vector) with this probability: for --cfg
         stats_examples: int = 256  # sketch targets the standardisation statistics are computed on
+        # --stage rl (GRPO, see rl.py)
+        checkpoint: str = ""  # the SFT checkpoint RL starts from (and whose model is the KL reference)
+        group_size: int = 4  # G rollouts per question
+        rl_temperature: float = 1.0
+        rl_max_new_tokens: int = 48
+        rl_sampler_steps: int = 10  # DDIM steps per sketch token in rollouts
+        clip_eps: float = 0.2
+        beta: float = 0.04  # KL weight (DeepSeekMath)
+        format_reward: float = 0.1  # added when the text says "The answer is"
 
     def __init__(self, config):
         super().__init__(config)
@@ -67,9 +77,9 @@ class ModalMixedRecipe(Recipe):
         check_shared(o)
         if o.stage not in STAGES:
             raise ValueError(f"modal-mixed: --stage must be one of: {', '.join(STAGES)}; got {o.stage!r}")
+        self.sft = None  # --stage rl: the SFT checkpoint's config
         if o.stage == "rl":
-            raise ValueError("modal-mixed: --stage rl (GRPO) is not built yet: the GRPO objective is "
-                             "(methods/modal_mixed/grpo.py, tested) but its rollout loop is not; train --stage sft")
+            self._check_rl()
         if "{answer}" not in o.answer_template:
             raise ValueError("modal-mixed: --answer-template must contain {answer}")
         if not 0 <= o.cfg_drop < 1:
@@ -79,6 +89,33 @@ class ModalMixedRecipe(Recipe):
         self.token_ids: list[int] = []
         self._targets: dict[str, torch.Tensor] = {}  # intermediate image → its sketch vectors [N_s, D]
         self._fitted = False
+
+    def _check_rl(self) -> None:
+        from .checkpoints import check_checkpoint
+        from .options import ARCHITECTURE
+
+        o = self.options
+        if not o.checkpoint:
+            raise ValueError("modal-mixed: --stage rl needs --checkpoint SFT_DIR (a `--stage sft` checkpoint)")
+        self.sft = check_checkpoint(o.checkpoint)
+        if self.sft.get("stage") != "sft":
+            raise ValueError(f"modal-mixed: --checkpoint {o.checkpoint} is a {self.sft.get('stage')} checkpoint; "
+                             "RL starts from a --stage sft one")
+        if self.sft.get("no_sketch"):
+            raise ValueError("modal-mixed: the SFT checkpoint was trained with --no-sketch; RL here teaches when to "
+                             "sketch, so start from one with sketches")
+        defaults = SharedOptions()
+        for key in ARCHITECTURE:
+            mine = getattr(o, key)
+            if mine != getattr(defaults, key) and mine != self.sft[key]:
+                raise ValueError(f"modal-mixed: --{key.replace('_', '-')} {mine!r} contradicts the SFT checkpoint's "
+                                 f"{self.sft[key]!r}; drop it")
+            setattr(o, key, self.sft[key])
+        if o.group_size < 2:
+            raise ValueError(f"modal-mixed: --group-size must be at least 2 (GRPO compares rollouts), got {o.group_size}")
+        if not o.rl_temperature > 0 or o.rl_max_new_tokens < 1 or o.rl_sampler_steps < 1:
+            raise ValueError("modal-mixed: --rl-temperature must be positive, --rl-max-new-tokens and "
+                             "--rl-sampler-steps at least 1")
 
     def lora_settings(self):
         from harness.latent.adapters import LoraSettings
@@ -95,14 +132,11 @@ class ModalMixedRecipe(Recipe):
 
         o = self.options
         self.backbone = backbone
+        if o.stage == "rl":
+            return self._setup_rl(backbone)
         self.token_ids = add_tokens(backbone, CONTROL_TOKENS, init_from=o.init_token)
         attach_lora(backbone, self.lora_settings())  # freezes everything but LoRA
-        new = torch.tensor(self.token_ids)
-        for weight in self._token_matrices():
-            weight.requires_grad_(True)
-            mask = torch.zeros(weight.shape[0], 1, dtype=weight.dtype, device=weight.device)
-            mask[new] = 1
-            weight.register_hook(lambda grad, mask=mask: grad * mask)  # only the control tokens' rows learn
+        self._train_rows()
         width = backbone.hidden_size
         head = None if o.no_sketch else make_head(head_kind(o), width, width, width=o.head_width,
                                                   depth=o.head_depth, train_steps=o.train_steps,
@@ -110,6 +144,51 @@ class ModalMixedRecipe(Recipe):
         self.module = ModalMixedModel(backbone, head, Standardizer(width), o.lambda_sketch)
         self.module.to(backbone.device)
         return self.module
+
+    def _train_rows(self) -> None:
+        new = torch.tensor(self.token_ids)
+        for weight in self._token_matrices():
+            weight.requires_grad_(True)
+            mask = torch.zeros(weight.shape[0], 1, dtype=weight.dtype, device=weight.device)
+            mask[new] = 1
+            weight.register_hook(lambda grad, mask=mask: grad * mask)  # only the control tokens' rows learn
+
+    def _setup_rl(self, backbone):
+        from harness.latent.adapters import attach_lora
+
+        from .checkpoints import load_trained
+        from .head import make_head
+        from .rl import GRPOModel
+
+        o = self.options
+        width = backbone.hidden_size
+        head = make_head(head_kind(o), width, width, width=o.head_width, depth=o.head_depth,
+                         train_steps=o.train_steps, schedule=o.schedule)
+        standardizer = Standardizer(width)
+        # The SFT adapter merged into the weights: with this stage's LoRA off, the model is the reference.
+        self.token_ids = load_trained(backbone, o.checkpoint, head, standardizer)
+        peft = attach_lora(backbone, self.lora_settings())
+        self._train_rows()
+        head.to(backbone.device).eval().requires_grad_(False)
+        standardizer.to(backbone.device)
+        self.module = GRPOModel(backbone, peft, head, standardizer, self.token_ids, group_size=o.group_size,
+                                temperature=o.rl_temperature, max_new_tokens=o.rl_max_new_tokens,
+                                sampler_steps=o.rl_sampler_steps, sketch_tokens=o.sketch_tokens, clip_eps=o.clip_eps,
+                                beta=o.beta, format_reward=o.format_reward, grade=self._grader())
+        return self.module
+
+    def _grader(self):
+        """The benchmark's own rule on a final answer: easy-VQA's answer word; otherwise normalised equality."""
+        from harness.api import BENCHMARKS, Sample
+
+        if self.config.bench == "easyvqa-traces":
+            benchmark = BENCHMARKS.get("easyvqa")(self.config.data, "train")
+            return lambda answer, gold: benchmark.grade(Sample(uid="", question="", gold=gold), answer).correct
+
+        def norm(text: str) -> str:
+            return " ".join(re.sub(r"[^\w\s.]", " ", text.lower()).split()).rstrip(".")
+
+        return lambda answer, gold: norm(answer) == norm(gold)
 
     def _token_matrices(self) -> list:
         backbone = self.backbone
@@ -122,7 +201,7 @@ class ModalMixedRecipe(Recipe):
         lora = [p for n, p in module.model.named_parameters() if "lora_" in n]
         groups = [{"params": lora},
                   {"params": self._token_matrices(), "lr": o.head_lr or self.config.lr, "weight_decay": 0.0}]
-        if module.head is not None:
+        if module.head is not None and o.stage == "sft":  # RL: the head is the environment's, frozen
             groups.append({"params": list(module.head.parameters()), "lr": o.head_lr or self.config.lr})
         assert not rows & {id(p) for p in lora}
         return groups
@@ -133,6 +212,10 @@ class ModalMixedRecipe(Recipe):
         rows = token_rows(self.backbone, self.token_ids)
         tensors = {"adapter": adapter_state(module.model),
                    "new_embeddings": {"input": rows["input"], "output": rows["output"]}}
+        if self.options.stage == "rl":  # inference merges the SFT adapter, then this one
+            from harness.latent.checkpoint import load_tensors
+
+            tensors["sft_adapter"] = load_tensors(self.options.checkpoint, "adapter")
         if module.head is not None:
             tensors["head"] = {**{f"head.{k}": v.detach() for k, v in module.head.state_dict().items()},
                                **{f"standardizer.{k}": v.detach() for k, v in module.standardizer.state_dict().items()}}
@@ -159,11 +242,16 @@ class ModalMixedRecipe(Recipe):
         return {"recipe": "modal-mixed", "new_tokens": list(CONTROL_TOKENS), "lora": self.lora_settings().to_dict(),
                 **{k: getattr(o, k) for k in ARCHITECTURE}, "answer_template": o.answer_template,
                 "stage": o.stage, "cfg_drop": o.cfg_drop,
+                **({"sft_lora": self.sft["lora"], "sft_checkpoint": o.checkpoint,
+                    "sft_answer_template": self.sft["answer_template"]} if o.stage == "rl" else {}),
                 "vocab_size": int(self.backbone.lm_head.weight.shape[0]) if self.backbone else None}
 
     # -- data --------------------------------------------------------------------------------
     def epoch_items(self, examples, stage: int) -> list[Item]:
         o = self.options
+        if o.stage == "rl":
+            return [Item(uid=ex.uid, prompt=prompt_text(ex.question, o.instruction), image_refs=ex.image_refs,
+                         pieces=[], answer_text=ex.answer) for ex in examples]
         items = []
         for ex in examples:
             pieces = list(ex.trace) or [("text", ex.rationale)]
@@ -203,6 +291,12 @@ class ModalMixedRecipe(Recipe):
         from harness.api.types import decode_image
 
         backbone, o = self.backbone, self.options
+        if o.stage == "rl":  # each question G times in a row: one group
+            group = [item for item in items for _ in range(o.group_size)]
+            images = [[decode_image(r) for r in item.image_refs] for item in group]
+            prompts = [item.prompt for item in group]
+            return {"inputs": backbone.build_inputs(images, prompts), "prompts": prompts,
+                    "golds": [item.answer_text for item in group]}
         tokenizer = backbone.tokenizer
         open_id, close_id = self.token_ids
         eos = tokenizer.eos_token_id if tokenizer.eos_token_id in backbone.eos_token_ids else backbone.eos_token_ids[0]
