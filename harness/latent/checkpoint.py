@@ -75,6 +75,29 @@ def load_tensors(folder: str | Path, stem: str) -> dict:
     return load_file(str(path))
 
 
+def recipe_config(path: str, recipe: str, label: str) -> dict:
+    """A ``harness train --method recipe`` folder's config, or a one-line error (before any model loads);
+    ``label`` names the recipe in the message ("LaRe's")."""
+    folder = Path(path).expanduser()
+    config_file = folder / CONFIG
+    if not folder.is_dir() or not config_file.is_file():
+        raise FileNotFoundError(f"{recipe} checkpoint {path} is no `harness train --method {recipe} --out` folder "
+                                "(no config.json)")
+    config = json.loads(config_file.read_text())
+    if config.get("recipe") != recipe:
+        raise ValueError(f"{path} is a {config.get('recipe') or 'non-harness'} checkpoint, not {label}; "
+                         f"train one with `harness train --method {recipe}`")
+    return config
+
+
+def folder_fingerprint(path: str) -> str:
+    """sha256 (16 hex digits) of every byte of a trained folder's json and safetensors files."""
+    from harness.api.hashing import digest_files
+
+    files = sorted(p for p in Path(path).iterdir() if p.suffix in (".json", ".safetensors"))
+    return digest_files(files, sampled=False).hexdigest()[:16]
+
+
 def read_config(folder: str | Path) -> dict:
     path = Path(folder) / CONFIG
     if not path.is_file():

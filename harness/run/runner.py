@@ -152,8 +152,8 @@ def execute_plan(p: RunPlan) -> RunReport:
         if not w.main:
             return RunReport(run_id=run_id, db_url=store.url, resumed=run.resumed, n_new=n_new, metrics={},
                              official={})
-        stored = len(store.samples(run.run_id))
-        if spec.shard is not None and stored < len(p.positions):
+        stored = len(store.samples(run.run_id)) if spec.shard is not None else len(p.positions)
+        if stored < len(p.positions):  # only a shard can end short: the others' rows are elsewhere
             index, count = spec.shard
             store.finish_run(run.run_id, status="partial", metrics=None, official=None,
                              peak_memory_mb=round(peak_memory_mb(run.device), 1),

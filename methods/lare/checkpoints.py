@@ -7,10 +7,8 @@ their architecture, the loop options, the base model's signature and the vocabul
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
-from harness.api.hashing import digest_files
 
 from .options import LATENT_TOKENS
 
@@ -18,22 +16,16 @@ ARCHITECTURE = ("latents_per_step", "window", "no_extractor", "no_window", "inst
 
 
 def check_checkpoint(path: str) -> dict:
-    """A LaRe checkpoint folder's config, or a one-line error (before any model loads)."""
-    folder = Path(path).expanduser()
-    config_file = folder / "config.json"
-    if not folder.is_dir() or not config_file.is_file():
-        raise FileNotFoundError(f"lare checkpoint {path} is no `harness train --method lare --out` folder "
-                                "(no config.json)")
-    config = json.loads(config_file.read_text())
-    if config.get("recipe") != "lare":
-        raise ValueError(f"{path} is a {config.get('recipe') or 'non-harness'} checkpoint, not LaRe's; "
-                         "train one with `harness train --method lare`")
-    return config
+    """The folder's config, or a one-line error (before any model loads)."""
+    from harness.latent.checkpoint import recipe_config
+
+    return recipe_config(path, "lare", "LaRe's")
 
 
 def checkpoint_fingerprint(path: str) -> str:
-    files = sorted(p for p in Path(path).iterdir() if p.suffix in (".json", ".safetensors"))
-    return digest_files(files, sampled=False).hexdigest()[:16]
+    from harness.latent.checkpoint import folder_fingerprint
+
+    return folder_fingerprint(path)
 
 
 def trained_tensors(backbone, module) -> dict[str, dict]:

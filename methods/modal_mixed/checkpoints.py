@@ -8,29 +8,34 @@ the base model's signature and the vocabulary size.
 """
 from __future__ import annotations
 
-import json
-from pathlib import Path
 
-from harness.api.hashing import digest_files
 
 
 def check_checkpoint(path: str) -> dict:
     """The folder's config, or a one-line error (before any model loads)."""
-    folder = Path(path).expanduser()
-    config_file = folder / "config.json"
-    if not folder.is_dir() or not config_file.is_file():
-        raise FileNotFoundError(f"modal-mixed checkpoint {path} is no `harness train --method modal-mixed --out` "
-                                "folder (no config.json)")
-    config = json.loads(config_file.read_text())
-    if config.get("recipe") != "modal-mixed":
-        raise ValueError(f"{path} is a {config.get('recipe') or 'non-harness'} checkpoint, not modal-mixed's; "
-                         "train one with `harness train --method modal-mixed`")
-    return config
+    from harness.latent.checkpoint import recipe_config
+
+    return recipe_config(path, "modal-mixed", "modal-mixed's")
 
 
 def checkpoint_fingerprint(path: str) -> str:
-    files = sorted(p for p in Path(path).iterdir() if p.suffix in (".json", ".safetensors"))
-    return digest_files(files, sampled=False).hexdigest()[:16]
+    from harness.latent.checkpoint import folder_fingerprint
+
+    return folder_fingerprint(path)
+
+
+def head_tensors(head, standardizer) -> dict:
+    """``head.safetensors``: the head's and the standardiser's state under one file, by prefix."""
+    return {**{f"head.{k}": v.detach() for k, v in head.state_dict().items()},
+            **{f"standardizer.{k}": v.detach() for k, v in standardizer.state_dict().items()}}
+
+
+def load_head(path: str, head, standardizer) -> None:
+    from harness.latent.checkpoint import load_tensors
+
+    state = load_tensors(path, "head")
+    for prefix, module in (("head.", head), ("standardizer.", standardizer)):
+        module.load_state_dict({k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)})
 
 
 def load_trained(backbone, path: str, head, standardizer, *, allow_base_mismatch: bool = False) -> list[int]:
@@ -47,10 +52,7 @@ def load_trained(backbone, path: str, head, standardizer, *, allow_base_mismatch
             merge_adapter(backbone, LoraSettings.from_dict(config["sft_lora"]), load_tensors(path, "sft_adapter"))
         merge_adapter(backbone, LoraSettings.from_dict(config["lora"]), load_tensors(path, "adapter"))
         if head is not None:
-            state = load_tensors(path, "head")
-            head.load_state_dict({k[len("head."):]: v for k, v in state.items() if k.startswith("head.")})
-            standardizer.load_state_dict({k[len("standardizer."):]: v for k, v in state.items()
-                                          if k.startswith("standardizer.")})
+            load_head(path, head, standardizer)
     except (RuntimeError, KeyError) as exc:
         raise ValueError(f"modal-mixed checkpoint {path} does not fit {backbone.model_id} or this head: "
                          f"{str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from None

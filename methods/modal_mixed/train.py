@@ -197,13 +197,11 @@ class ModalMixedRecipe(Recipe):
 
     def param_groups(self, module) -> list[dict]:
         o = self.options
-        rows = {id(w) for w in self._token_matrices()}
         lora = [p for n, p in module.model.named_parameters() if "lora_" in n]
         groups = [{"params": lora},
                   {"params": self._token_matrices(), "lr": o.head_lr or self.config.lr, "weight_decay": 0.0}]
         if module.head is not None and o.stage == "sft":  # RL: the head is the environment's, frozen
             groups.append({"params": list(module.head.parameters()), "lr": o.head_lr or self.config.lr})
-        assert not rows & {id(p) for p in lora}
         return groups
 
     def checkpoint_tensors(self, module) -> dict[str, dict]:
@@ -217,8 +215,9 @@ class ModalMixedRecipe(Recipe):
 
             tensors["sft_adapter"] = load_tensors(self.options.checkpoint, "adapter")
         if module.head is not None:
-            tensors["head"] = {**{f"head.{k}": v.detach() for k, v in module.head.state_dict().items()},
-                               **{f"standardizer.{k}": v.detach() for k, v in module.standardizer.state_dict().items()}}
+            from .checkpoints import head_tensors
+
+            tensors["head"] = head_tensors(module.head, module.standardizer)
         return tensors
 
     def restore(self, module, folder) -> None:
@@ -230,9 +229,9 @@ class ModalMixedRecipe(Recipe):
             self.backbone.model.get_input_embeddings().weight[self.token_ids] = rows["input"].to(self.backbone.dtype)
             self.backbone.lm_head.weight[self.token_ids] = rows["output"].to(self.backbone.dtype)
         if module.head is not None:
-            state = load_tensors(folder, "head")
-            module.head.load_state_dict({k[5:]: v for k, v in state.items() if k.startswith("head.")})
-            module.standardizer.load_state_dict({k[13:]: v for k, v in state.items() if k.startswith("standardizer.")})
+            from .checkpoints import load_head
+
+            load_head(folder, module.head, module.standardizer)
             self._fitted = True
 
     def checkpoint_config(self) -> dict:
