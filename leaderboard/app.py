@@ -15,8 +15,10 @@ import json
 import os
 import re
 import shutil
+import signal
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -477,6 +479,11 @@ def launch(app: gr.Blocks, *, host: str = "127.0.0.1", port: int = 7860, block: 
     if not block:
         return result
     print(f"leaderboard: {app.local_url}  (read-only; Ctrl-C stops it)", flush=True)
+    if threading.current_thread() is threading.main_thread():
+        # Started as a background job of a script, the process inherits SIGINT ignored (bash does that
+        # without job control) and Python then installs no Ctrl-C handler: the server would never stop
+        # on SIGINT. It says Ctrl-C stops it, so it installs the handler itself.
+        signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         while app.is_running:
             time.sleep(0.2)

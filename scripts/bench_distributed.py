@@ -48,17 +48,18 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=8)
     args = ap.parse_args()
     counts = [int(p) for p in args.processes.split(",")]
-    results = {}
+    # A count may repeat (1,2,1,2: interleaved repeats show how much a loaded machine moves the numbers);
+    # each run gets its own database, or a repeat would resume the earlier run and compute nothing.
+    results = []
     with tempfile.TemporaryDirectory() as tmp:
-        for p in counts:
-            results[p] = one(args.method, args.limit, p, args.batch_size, Path(tmp) / f"p{p}.db")
-    base = results[counts[0]]
+        for i, p in enumerate(counts):
+            results.append(one(args.method, args.limit, p, args.batch_size, Path(tmp) / f"{i}-p{p}.db"))
+    base = results[0]
     print(f"{args.method} on easyvqa (zoo:easyvqa-llava), {args.limit} samples, batch {args.batch_size}, "
           f"{os.cpu_count()} cores")
     print(f"| processes | command s | run s | samples/s (run) | vs {counts[0]} | same predictions |")
     print("|---|---|---|---|---|---|")
-    for p in counts:
-        r = results[p]
+    for p, r in zip(counts, results):
         rate = args.limit / r["loop"] if r["loop"] > 0 else float("nan")
         base_rate = args.limit / base["loop"] if base["loop"] > 0 else float("nan")
         print(f"| {p} | {r['wall']:.1f} | {r['loop']:.1f} | {rate:.2f} | {rate / base_rate:.2f}x | "
