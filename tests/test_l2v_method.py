@@ -293,7 +293,8 @@ def test_alpha_zero_is_the_direct_baseline_and_a_strong_alpha_changes_answers(ba
     queries = [Query(images=images[0], question="Question: What colour?\n(A) red\n(B) blue", choices=["red", "blue"]),
                Query(images=images[1], question="Question: How many sides?", choices=[])]
     direct = METHODS.get("direct")(max_new_tokens=8)(backbone, queries)
-    zero = L2VCoT(vector=str(vector_file), source_layer=1, cutoff=10, alpha=0.0, max_new_tokens=8)(backbone, queries)
+    zero = L2VCoT(vector=str(vector_file), source_layer=1, cutoff=10, alpha=0.0, prompt="direct",
+                  max_new_tokens=8)(backbone, queries)
     assert [o.text for o in zero] == [o.text for o in direct]
 
 

@@ -1,4 +1,8 @@
-"""The registered ``l2v-cot`` method: a direct-answer run of the VLM with the LLM's direction injected.
+"""The registered ``l2v-cot`` method: one ordinary generation of the VLM with the LLM's direction injected.
+
+The prompt is the benchmark's own text, as-is (``--prompt vlmeval``: VLMEvalKit's ``build_prompt`` for its
+benchmarks, which is what ``Query.question`` holds), or that text plus the direct-answer instruction of
+the ``direct`` baseline (``--prompt direct``, what every run made before the option existed used).
 
 ``prepare(backbone)`` reads the direction file, takes the mean direction of one source layer,
 low-passes and resamples it to the VLM's width (``spectral.transfer``: low-pass k, LMN or
@@ -18,6 +22,7 @@ from .vectors import DirectionFile, load_directions
 
 # spectral.py imports torch: loaded inside the functions, so `harness list` stays instant.
 TRANSFER_METHODS = ("lmn", "interp")  # = spectral.TRANSFER_METHODS (a test checks)
+PROMPTS = ("vlmeval", "direct")
 
 
 def check_cutoff(cutoff: int, source_width: int, target_width: int) -> int | None:
@@ -84,8 +89,12 @@ class L2VCoT(DirectAnswer):
         # "unit" (ours: alpha alone sets the strength) or "raw" (the reference's: the low-passed mean at its
         # own scale, so the reference's alphas apply as they are)
         vector_norm: str = "unit"
-        max_new_tokens: int = 512
-        instruction: str = DirectAnswer.Options.instruction
+        # "vlmeval": the benchmark's question text as-is (VLMEvalKit's build_prompt, as the reference evaluates);
+        # "direct": the direct-answer instruction appended (the runs made before this option), which asks the
+        # model not to reason, the opposite of what the injected direction is meant to elicit
+        prompt: str = "vlmeval"
+        max_new_tokens: int = 512  # room to reason: the `cot` baseline's budget, so token costs compare
+        instruction: str = DirectAnswer.Options.instruction  # these two: --prompt direct only
         open_instruction: str = DirectAnswer.Options.open_instruction
 
     def __init__(self, **options):
@@ -98,6 +107,13 @@ class L2VCoT(DirectAnswer):
         if o.band not in ("low", "high") or o.vector_norm not in ("unit", "raw"):
             raise ValueError(f"--band must be low or high and --vector-norm unit or raw; got {o.band!r}, "
                              f"{o.vector_norm!r}")
+        if o.prompt not in PROMPTS:
+            raise ValueError(f"--prompt must be vlmeval (the benchmark's own prompt, as-is) or direct (the "
+                             f"direct-answer instruction appended); got {o.prompt!r}")
+        if o.prompt != "direct" and (o.instruction != DirectAnswer.Options.instruction
+                                     or o.open_instruction != DirectAnswer.Options.open_instruction):
+            raise ValueError("--instruction / --open-instruction are only appended with --prompt direct: "
+                             "add --prompt direct, or leave them out")
         if o.steer not in STEER:
             raise ValueError(f"--steer must be one of: {', '.join(STEER)}; got {o.steer!r}")
         if str(o.layer) != "auto":
@@ -125,6 +141,10 @@ class L2VCoT(DirectAnswer):
         for key, default in (("band", "low"), ("vector_norm", "unit")):  # runs before these options keep their key
             if config[key] == default:
                 del config[key]
+        if config["prompt"] == "direct":
+            del config["prompt"]  # what runs before the option used: `--prompt direct` runs keep their key
+        else:
+            del config["instruction"], config["open_instruction"]  # not part of the prompt
         config["vector_sha256"] = self.vector_sha256
         config["vector_source"] = {k: self.vectors.metadata.get(k) for k in ("model", "num_layers", "hidden_size",
                                                                              "n", "contrast", "data_sha256")}
@@ -132,6 +152,9 @@ class L2VCoT(DirectAnswer):
         if self.target_layer is not None:
             config["layer_resolved"] = self.target_layer
         return config
+
+    def prompt(self, query: Query) -> str:
+        return super().prompt(query) if self.options.prompt == "direct" else query.question
 
     def answer_of(self, text: str) -> str:
         return final_answer_segment(text)  # a steered model may reason before answering
