@@ -114,6 +114,10 @@ class Query:
     images: list
     question: str
     choices: list[str] = field(default_factory=list)
+    # The sample's own question text (``Sample.question``: no context, no options), for methods whose
+    # published prompt is built from the raw parts; None where the caller has only a formatted prompt
+    # (the VLMEvalKit adapter), so such a method can refuse instead of guessing.
+    stem: str | None = None
 
 
 @dataclass

@@ -24,6 +24,11 @@ class TrainExample:
     # An interleaved reasoning trace (modal-mixed CoT): ("text", str) and ("image", ref) segments in
     # order, the images being intermediate (reasoning) images, not the problem's; empty for text-only data.
     trace: list = field(default_factory=list)
+    # The raw parts, for methods whose published prompt is built from them (as ``Query.stem`` and
+    # ``Query.choices``): the sample's own question (no context, no options; None: the reader does not
+    # know it) and its option texts.
+    stem: str | None = None
+    choices: list = field(default_factory=list)
 
 
 Reader = Callable[[str, str], list[TrainExample]]

@@ -45,7 +45,8 @@ def read_m3cot(data: str, split: str) -> list[TrainExample]:
             skipped += 1
             continue
         examples.append(TrainExample(uid=sample.uid, question=benchmark.format_question(sample), rationale=rationale,
-                                     answer=sample.gold, image_refs=sample.image_refs))
+                                     answer=sample.gold, image_refs=sample.image_refs, stem=sample.question,
+                                     choices=list(sample.choices)))
     if skipped:
         log.info("m3cot %s: skipped %d rows without an image or a rationale", split, skipped)
     return examples
@@ -76,7 +77,8 @@ def read_scienceqa(data: str, split: str) -> list[TrainExample]:
         rationale = (p.get("solution") or "").strip()
         if rationale:
             examples.append(TrainExample(uid=sample.uid, question=vlmeval_mcq_prompt(sample),
-                                         rationale=rationale, answer=sample.gold, image_refs=sample.image_refs))
+                                         rationale=rationale, answer=sample.gold, image_refs=sample.image_refs,
+                                         stem=sample.question, choices=list(sample.choices)))
     return examples
 
 
@@ -86,7 +88,7 @@ def read_easyvqa(data: str | None, split: str) -> list[TrainExample]:
     rationales; ``split`` ``train`` or ``test``, ``test_mc`` for the multiple-choice form (answer: letter)."""
     benchmark = BENCHMARKS.get("easyvqa")(data or None, split)
     return [TrainExample(uid=s.uid, question=benchmark.format_question(s), rationale=s.meta["rationale"],
-                         answer=s.gold, image_refs=s.image_refs)
+                         answer=s.gold, image_refs=s.image_refs, stem=s.question, choices=list(s.choices))
             for s in map(benchmark.sample, range(len(benchmark)))]
 
 
@@ -128,7 +130,7 @@ def read_llava(data: str | None, split: str) -> list[TrainExample]:
             question = str(human.get("value", "")).replace("<image>", "").strip()
             answer = str(gpt.get("value", "")).strip()
             examples.append(TrainExample(uid=f"{row.get('id', n)}-{k}", question=question, rationale=answer,
-                                         answer=answer, image_refs=[str(found)]))
+                                         answer=answer, image_refs=[str(found)], stem=question))
     if skipped:
         log.info("llava: skipped %d entries without an image", skipped)
     return examples

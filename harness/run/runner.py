@@ -219,7 +219,8 @@ def _run_batch(method, backbone, benchmark, positions: list[int],
         except (DataError, BadImage) as exc:
             rows.append(_error_row(position, sample, exc))
             continue
-        query = Query(images=images, question=benchmark.format_question(sample), choices=sample.choices)
+        query = Query(images=images, question=benchmark.format_question(sample), choices=sample.choices,
+                      stem=sample.question)
         ready.append((position, sample, query))
     if ready:
         outputs = method(backbone, [query for _, _, query in ready])

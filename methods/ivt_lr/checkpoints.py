@@ -78,10 +78,11 @@ def check_checkpoint(path: str) -> dict | None:
 
 
 def load_into_backbone(backbone, path: str, *, rope: str, instruction: str, published_lora_alpha: float,
-                       allow_base_mismatch: bool = False, image_size: int | None = None) -> None:
+                       allow_base_mismatch: bool = False, image_size: int | None = None,
+                       prompt: str = "harness") -> None:
     target = Path(path).expanduser()
     if target.is_dir():
-        load_trained(backbone, target, rope=rope, instruction=instruction,
+        load_trained(backbone, target, rope=rope, instruction=instruction, prompt=prompt,
                      allow_base_mismatch=allow_base_mismatch, image_size=image_size)
     elif target.is_file():
         load_published(backbone, target, lora_alpha=published_lora_alpha)
@@ -90,7 +91,7 @@ def load_into_backbone(backbone, path: str, *, rope: str, instruction: str, publ
 
 
 def load_trained(backbone, folder: Path, *, rope: str, instruction: str, allow_base_mismatch: bool = False,
-                 image_size: int | None = None) -> None:
+                 image_size: int | None = None, prompt: str = "harness") -> None:
     """A `harness train --method ivt-lr` folder: new token rows, then the LoRA adapter merged in."""
     from harness.latent.adapters import LoraSettings, add_tokens, merge_adapter
     from harness.latent.checkpoint import load_tensors
@@ -99,7 +100,9 @@ def load_trained(backbone, folder: Path, *, rope: str, instruction: str, allow_b
     check_base(backbone, config, folder, allow_base_mismatch)
     # Checkpoints written before the rename record the mode as "positions" (1d | native).
     trained_rope = config["rope"] if "rope" in config else rope_from_legacy(config["positions"])
-    checks = [("rope", rope, trained_rope), ("instruction", instruction, config["instruction"])]
+    # Checkpoints written before --prompt were trained on the harness prompt.
+    checks = [("rope", rope, trained_rope), ("instruction", instruction, config["instruction"]),
+              ("prompt", prompt, config.get("prompt", "harness"))]
     if image_size is not None:  # checkpoints written before --image-size fed images as they came
         checks.append(("image-size", image_size, config.get("image_size", 0)))
     for name, ours, theirs in checks:

@@ -8,7 +8,8 @@ from harness.api import Method, register_method
 from harness.api.types import MethodOutput, Query
 
 from ..baselines import final_answer_segment
-from .options import ABLATION_DEFAULTS, SharedOptions, check_shared, policy_options, prompt_text, resize_images
+from .options import (ABLATION_DEFAULTS, SharedOptions, build_prompt, check_shared, policy_options, resize_images,
+                      resolve_prompt)
 
 MODES = ("cached", "reference")
 
@@ -35,15 +36,19 @@ class IVTLR(Method):
         o = self.options
         if o.mode not in MODES:
             raise ValueError(f"ivt-lr: unknown mode {o.mode!r}; choose one of: {', '.join(MODES)}")
+        trained = None
+        if o.checkpoint:
+            from .checkpoints import check_checkpoint
+
+            trained = check_checkpoint(o.checkpoint)  # a wrong path or folder fails before the model loads
+        # Stored resolved, so a run's config says which prompt it fed.
+        o.prompt = resolve_prompt(o.prompt, published_checkpoint=bool(o.checkpoint) and trained is None,
+                                  trained=trained)
         check_shared(o)
         from harness.latent.decode import Sampling  # checks the numbers before any model loads
 
         self.sampling = Sampling(temperature=o.temperature, top_p=o.top_p, seed=o.sampling_seed)
         self._checkpoint_hash = ""
-        if o.checkpoint:
-            from .checkpoints import check_checkpoint
-
-            check_checkpoint(o.checkpoint)  # a wrong path or folder fails before the model loads
 
     def config(self) -> dict:
         from .checkpoints import checkpoint_fingerprint
@@ -54,6 +59,8 @@ class IVTLR(Method):
         for key, default in ABLATION_DEFAULTS.items():  # runs without ablations keep their key
             if config[key] == default:
                 del config[key]
+        if config["prompt"] == "harness":  # the only prompt before the option existed: those runs keep their key
+            del config["prompt"]
         if self.sampling.greedy:  # greedy runs keep the key they had before sampling existed
             for key in ("temperature", "top_p", "sampling_seed"):
                 del config[key]
@@ -77,12 +84,14 @@ class IVTLR(Method):
         from .checkpoints import load_into_backbone
 
         load_into_backbone(backbone, self.options.checkpoint, rope=self.options.rope,
-                           instruction=self.options.instruction, image_size=self.options.image_size,
+                           instruction=self.options.instruction, prompt=self.options.prompt,
+                           image_size=self.options.image_size,
                            published_lora_alpha=self.options.published_lora_alpha,
                            allow_base_mismatch=self.options.allow_base_mismatch)
 
     def prompt(self, query: Query) -> str:
-        return prompt_text(query.question, self.options.instruction)
+        # The published prompt at inference is the reference's inference text (infer.py), not its training text.
+        return build_prompt(self.options, query.question, query.stem, query.choices, training=False)
 
     def run(self, backbone, queries: list[Query]) -> list[MethodOutput]:
         from harness.latent.decode import decode

@@ -19,8 +19,8 @@ from harness.api import Recipe, register_trainer
 from harness.api.recipe import Schedule
 
 from .model import LATENT_TOKENS, IVTLRModel
-from .options import (ABLATION_DEFAULTS, SharedOptions, check_shared, policy_options, prompt_text, resize_images,
-                      rope_from_legacy)
+from .options import (ABLATION_DEFAULTS, SharedOptions, build_prompt, check_shared, policy_options, resize_images,
+                      resolve_prompt, rope_from_legacy)
 
 def split_rationale(rationale: str, n_steps: int) -> list[str]:
     """Sentences (". "-separated, newlines flattened), regrouped into at most ``n_steps`` steps; the
@@ -75,6 +75,8 @@ class IVTLRRecipe(Recipe):
 
     def __init__(self, config):
         super().__init__(config)
+        # Training starts from a base model, never a published .pth: "auto" is the harness prompt.
+        self.options.prompt = resolve_prompt(self.options.prompt)
         check_shared(self.options)
         if self.options.epochs_per_stage < 1:
             raise ValueError(f"--epochs-per-stage must be at least 1, got {self.options.epochs_per_stage}")
@@ -95,6 +97,7 @@ class IVTLRRecipe(Recipe):
             for key, default in ABLATION_DEFAULTS.items():
                 options.setdefault(key, default)
             options.setdefault("image_size", 0)  # images were fed as they came
+        options.setdefault("prompt", "harness")  # the only prompt before --prompt (whose "auto" resolves to it)
         if "epochs_per_stage" in saved:
             options.setdefault("epochs_per_stage", saved.pop("epochs_per_stage"))
         if "positions" in options:
@@ -141,7 +144,7 @@ class IVTLRRecipe(Recipe):
     def checkpoint_config(self) -> dict:
         o = self.options
         return {"recipe": "ivt-lr", "new_tokens": list(LATENT_TOKENS), "lora": self.lora_settings().to_dict(),
-                "rope": o.rope, "instruction": o.instruction, "latent_steps": o.latent_steps,
+                "rope": o.rope, "instruction": o.instruction, "prompt": o.prompt, "latent_steps": o.latent_steps,
                 "top_k_patches": o.top_k_patches, "answer_template": o.answer_template,
                 "image_size": o.image_size, **{k: getattr(o, k) for k in ABLATION_DEFAULTS},
                 "vocab_size": int(self.backbone.lm_head.weight.shape[0]) if self.backbone else None}
@@ -152,7 +155,8 @@ class IVTLRRecipe(Recipe):
         items = []
         for ex in examples:
             n_latent, text_steps = stage_layout(split_rationale(ex.rationale, o.latent_steps), stage, o.latent_steps)
-            prompt = prompt_text(ex.question, o.instruction)
+            # The published prompt in training is the reference's training text (qwenvl_run.py), not infer.py's.
+            prompt = build_prompt(o, ex.question, ex.stem, ex.choices, training=True)
             items.append(StageItem(uid=ex.uid, prompt=prompt, image_refs=ex.image_refs, n_latent=n_latent,
                                    text_steps=text_steps, answer_text=o.answer_template.format(answer=ex.answer)))
         return items
