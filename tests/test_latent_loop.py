@@ -82,8 +82,10 @@ def test_ivt_lr_recipe_upgrades_a_saved_identity():
 
     recipe = IVTLRRecipe(TrainConfig(method="ivt-lr", bench="m3cot", model="m", data="d", out="o"))
     saved = {"model": "m", "epochs_per_stage": 2, "options": {"positions": "native", "top_k_patches": 4}}
-    # (the ablations did not exist then: they were at their defaults; images were fed as they came)
+    # (the ablations did not exist then: they were at their defaults; images were fed as they came; the
+    # prompt was ours)
     assert recipe.upgrade_identity(saved) == {"model": "m", "options": {
         "rope": "mrope", "top_k_patches": 4, "epochs_per_stage": 2,
-        "patch_choice": "attention", "patch_reuse": False, "latent_text": True, "image_size": 0}}
+        "patch_choice": "attention", "patch_reuse": False, "latent_text": True, "image_size": 0,
+        "prompt": "harness"}}
     assert recipe.schedule().stage_epochs == (4, 4, 4, 4)

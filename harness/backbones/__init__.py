@@ -19,6 +19,7 @@ from harness.api.hashing import digest_files
 FAMILY_NAMES = {
     "qwen2-vl": "Qwen2-VL / Qwen2.5-VL (model_type qwen2_vl, qwen2_5_vl); 3-D M-RoPE",
     "llava": "LLaVA-1.5, LLaVA-NeXT and LLaVA-style CLIP + Qwen2 (model_type llava, llava_next)",
+    "chameleon": "Chameleon (model_type chameleon); images as VQ code tokens of the text vocabulary, 1-D positions",
 }
 
 

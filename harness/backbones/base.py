@@ -5,11 +5,14 @@ questions latent methods need: chat-templated inputs, token embeddings, where th
 the decoder layers, a forward on ``inputs_embeds`` that appends to a KV cache with the right
 positions, hidden states at any layer, and the attention of a query position over the image
 positions. Family subclasses answer only what differs between families: the positions
-(Qwen2-VL's 3-D M-RoPE vs 1-D, the ``rope`` mode) and which config field names the image token.
+(Qwen2-VL's 3-D M-RoPE vs 1-D, the ``rope`` mode), which config field names the image token, and
+for an early-fusion model like Chameleon where the decoder sits (``language_model_of``), where the
+merged embeddings are captured (``_capture_prompt_embeds``) and which logits the model forbids
+(``logits``).
 
 The prefill runs the model's own multimodal forward (so each family's image packing is HF's), with
-a pre-hook on the language model capturing the merged ``inputs_embeds``; everything after the
-prefill runs the language model directly on embeddings.
+a pre-hook capturing the merged ``inputs_embeds`` (on the language model; Chameleon: on decoder
+layer 0); everything after the prefill runs the language model directly on embeddings.
 """
 from __future__ import annotations
 
@@ -78,8 +81,13 @@ class Backbone:
         self.tokenizer.padding_side = "left"
         self.model_id = model_id
         self.revision = revision
-        self.language_model: nn.Module = model.model.language_model
+        self.language_model: nn.Module = self.language_model_of(model)
         self.lm_head: nn.Module = model.get_output_embeddings()
+
+    @staticmethod
+    def language_model_of(model) -> nn.Module:
+        """The decoder stack that takes ``inputs_embeds`` (embed_tokens, layers, norm)."""
+        return model.model.language_model
 
     # -- facts -------------------------------------------------------------------------------
     @property
@@ -152,6 +160,10 @@ class Backbone:
     def embed_tokens(self, input_ids: torch.Tensor) -> torch.Tensor:
         return self.language_model.embed_tokens(input_ids)
 
+    def logits(self, hidden: torch.Tensor) -> torch.Tensor:
+        """Next-token logits from final-norm hidden states, as the model's own forward computes them."""
+        return self.lm_head(hidden)
+
     def image_positions(self, input_ids: torch.Tensor) -> torch.Tensor:
         """[B, T] True where the sequence holds an image token (its embedding is an image feature)."""
         return input_ids == self.image_token_id
@@ -191,7 +203,7 @@ class Backbone:
         query_attention = None
         if probe_attention:
             query_attention = torch.stack([rows[i] for i in range(len(layers))]).mean(0)
-        return ForwardResult(logits=self.lm_head(hidden), last_hidden=hidden, layer_outputs=layer_outputs,
+        return ForwardResult(logits=self.logits(hidden), last_hidden=hidden, layer_outputs=layer_outputs,
                              query_attention=query_attention)
 
     def prefill(self, inputs, *, capture_layers=None, probe_attention: bool = False,
@@ -210,14 +222,10 @@ class Backbone:
         positions, next_position = self.prefill_positions(inputs)
         cache = DynamicCache(config=self.language_model.config)
         captured = {}
-
-        def grab_embeds(_module, _args, kwargs):
-            captured["embeds"] = kwargs["inputs_embeds"]
-
         model_inputs = {k: v for k, v in inputs.items() if k not in ("position_ids",)}
 
         def call():
-            handle = self.language_model.register_forward_pre_hook(grab_embeds, with_kwargs=True)
+            handle = self._capture_prompt_embeds(captured)
             try:
                 out = self.model.model(**model_inputs, position_ids=positions, past_key_values=cache, use_cache=True)
             finally:
@@ -236,6 +244,16 @@ class Backbone:
             input_ids=inputs["input_ids"],
         )
         return state, result
+
+    def _capture_prompt_embeds(self, captured: dict):
+        """Hook the model so that its multimodal forward leaves the merged ``inputs_embeds`` (image
+        features already in place) in ``captured["embeds"]``; returns the hook's handle. Here: the
+        keyword argument the wrapper passes to the language model."""
+
+        def grab_embeds(_module, _args, kwargs):
+            captured["embeds"] = kwargs["inputs_embeds"]
+
+        return self.language_model.register_forward_pre_hook(grab_embeds, with_kwargs=True)
 
     def append(self, state: DecodeState, embeds: torch.Tensor, *, capture_layers=None,
                probe_attention: bool = False, mask: torch.Tensor | None = None,

@@ -4,13 +4,15 @@
 config, a byte-level BPE tokenizer trained on the spot with the family's special tokens and chat
 template, and the family's real processor class, and saves all three with ``save_pretrained``. They
 are then loaded through exactly the path a real checkpoint takes (``harness.backbones.load_backbone``).
+Chameleon's tokenizer also holds one ``IMGIMG…`` token per VQ code (what its vocabulary mapping
+needs) and, like Chameleon-7B's, no chat template and a BOS in front of every text.
 Sizes are settable so the same builder gives a ~50 M-parameter model for overhead benchmarks.
 """
 from __future__ import annotations
 
 from pathlib import Path
 
-FAMILIES = ("qwen2-vl", "llava", "qwen2")
+FAMILIES = ("qwen2-vl", "llava", "qwen2", "chameleon")
 
 # ChatML, as Qwen2-VL and Qwen2-based LLaVA checkpoints use it. The image placeholder is the
 # family's: Qwen2-VL wraps <|image_pad|> in vision markers, LLaVA uses a bare <image>.
@@ -72,6 +74,68 @@ def _train_tokenizer(family: str, vocab_size: int, chat_template: str):
     return fast
 
 
+# Chameleon's special tokens, named as in Chameleon-7B's vocabulary: BOS/EOS/padding, the chat-mode
+# separator the processor appends to every prompt, the image placeholder and the image begin/end markers.
+CHAMELEON_SPECIAL = {"bos": "<s>", "eos": "</s>", "pad": "<pad>", "sep": "<reserved08706>", "image": "<image>",
+                     "boi": "<racm3:break>", "eoi": "<eoss>"}
+
+
+def chameleon_code_token(code: int) -> str:
+    """The vocabulary name of VQ code ``code``: ``IMGIMG`` + its decimal digits as letters (0→A … 9→J) +
+    ``Z``, the names ``ChameleonImageVocabularyMapping`` parses (e.g. 12 → ``IMGIMGBCZ``)."""
+    return "IMGIMG" + "".join(chr(ord("A") + int(d)) for d in str(code)) + "Z"
+
+
+def _chameleon_tokenizer(vocab_size: int, codes: int):
+    """A byte-level BPE tokenizer with Chameleon's special tokens, one token per VQ code, and a BOS in
+    front of every text (as Chameleon-7B's tokenizer adds); no chat template, like Chameleon-7B."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    names = CHAMELEON_SPECIAL
+    specials = [names[k] for k in ("pad", "bos", "eos", "sep", "image", "boi", "eoi")]
+    tokenizer = Tokenizer(models.BPE())
+    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tokenizer.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size, special_tokens=specials + [chameleon_code_token(c) for c in range(codes)],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False,
+    )
+    tokenizer.train_from_iterator(_CORPUS.splitlines(), trainer=trainer)
+    bos = names["bos"]
+    tokenizer.post_processor = processors.TemplateProcessing(
+        single=f"{bos} $A", pair=f"{bos} $A {bos} $B", special_tokens=[(bos, tokenizer.token_to_id(bos))])
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tokenizer, bos_token=bos, eos_token=names["eos"], pad_token=names["pad"],
+        sep_token=names["sep"], additional_special_tokens=[names["image"], names["boi"], names["eoi"]],
+        padding_side="left",
+    )
+
+
+def chameleon_parts(text: dict, tokenizer, *, image_size: int = 32, codes: int = 64):
+    """A tiny Chameleon config and processor over ``text`` (the shared text keys) and ``tokenizer``.
+
+    The VQ-VAE halves the resolution at each level after the first: 4 levels take 32 px to a 4×4 grid,
+    16 image tokens per image (Chameleon-7B: 512 px, 6 levels, 32×32 = 1024). ``codes`` codebook
+    entries, each mapped to its ``IMGIMG…`` token through ``vocabulary_map`` (the tokenizer's vocabulary,
+    as in Chameleon-7B's config).
+    """
+    from transformers import ChameleonConfig, ChameleonImageProcessorPil, ChameleonProcessor
+
+    levels = 4
+    grid = image_size // 2 ** (levels - 1)
+    vq = dict(embed_dim=8, num_embeddings=codes, latent_channels=8, resolution=image_size, in_channels=3,
+              base_channels=32,  # the VQ-VAE's GroupNorm has 32 groups
+              channel_multiplier=[1] * levels, num_res_blocks=1, attn_resolutions=None)
+    config = ChameleonConfig(**{k: v for k, v in text.items() if k != "bos_token_id"},
+                             bos_token_id=tokenizer.bos_token_id, vq_config=vq,
+                             vocabulary_map=tokenizer.get_vocab())
+    image_processor = ChameleonImageProcessorPil(size={"shortest_edge": image_size},
+                                                 crop_size={"height": image_size, "width": image_size})
+    processor = ChameleonProcessor(image_processor=image_processor, tokenizer=tokenizer, image_seq_length=grid * grid)
+    return config, processor
+
+
 def qwen2_vl_config(tokenizer, text: dict, vision: dict):
     """A Qwen2-VL config over ``text`` (Qwen2 keys) and ``vision`` (the tower's keys, without its output
     width, which is the text width), with the tokenizer's image and video token ids."""
@@ -131,11 +195,19 @@ def write_tiny_model(
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(seed)
-    template = {"qwen2-vl": QWEN2_VL_TEMPLATE, "llava": LLAVA_TEMPLATE, "qwen2": _CHATML}[family]
-    tokenizer = _train_tokenizer(family, vocab_size, template)
+    if family == "chameleon":
+        tokenizer = _chameleon_tokenizer(vocab_size, codes=64)
+    else:
+        template = {"qwen2-vl": QWEN2_VL_TEMPLATE, "llava": LLAVA_TEMPLATE, "qwen2": _CHATML}[family]
+        tokenizer = _train_tokenizer(family, vocab_size, template)
     text = _text_config_kwargs(tokenizer, hidden_size, layers, heads, kv_heads)
 
-    if family == "qwen2-vl":
+    if family == "chameleon":
+        from transformers import ChameleonForConditionalGeneration
+
+        config, processor = chameleon_parts(text, tokenizer)
+        model = ChameleonForConditionalGeneration(config)
+    elif family == "qwen2-vl":
         from transformers import (Qwen2VLForConditionalGeneration, Qwen2VLImageProcessor,
                                   Qwen2VLProcessor, Qwen2VLVideoProcessor)
 

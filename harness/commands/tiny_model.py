@@ -19,7 +19,9 @@ def cmd_tiny_model(args) -> int:
 
 def add_commands(sub) -> None:
     p = sub.add_parser("tiny-model", help="write a tiny random checkpoint (tests, demos; no network)")
-    p.add_argument("--family", required=True, choices=["qwen2-vl", "llava", "qwen2"])
+    from harness.backbones.tiny import FAMILIES  # no torch at import: cheap at parse time
+
+    p.add_argument("--family", required=True, choices=list(FAMILIES))
     p.add_argument("--out", required=True)
     p.add_argument("--hidden-size", type=int, default=64)
     p.add_argument("--layers", type=int, default=2)
