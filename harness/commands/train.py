@@ -51,7 +51,7 @@ def add_commands(sub) -> None:
     p = sub.add_parser("train", help="train a method (LoRA) on a benchmark's training data; resumable",
                        description="Extra --name VALUE flags are the trainer's own options (its Options, "
                                    "e.g. --epochs-per-stage 4).")
-    p.add_argument("--method", required=True, help="a registered trainer (ivt-lr, lare, modal-mixed)")
+    p.add_argument("--method", required=True, help="a registered trainer (cot, mm-cot, ivt-lr, lare, modal-mixed)")
     p.add_argument("--bench", required=True, help="training data reader: m3cot, scienceqa, easyvqa, llava, easyvqa-traces or zebra-cot")
     p.add_argument("--model", required=True, help="hub id or local checkpoint folder of the base VLM")
     p.add_argument("--data", help="m3cot: a save_to_disk folder / parquet / jsonl with a train split; "
