@@ -24,6 +24,7 @@ from torch import nn
 
 from harness.api import Recipe, register_trainer
 from harness.api.recipe import Schedule
+from harness.latent.train import right_padded
 
 BENCHES = ("m3cot", "scienceqa", "easyvqa")  # the readers whose examples carry a rationale
 ADAPTERS = ("rationale", "answer")  # mm-cot's two generators, in training (and inference) order
@@ -218,13 +219,8 @@ class _SFTRecipe(Recipe):
         # Images as evaluation feeds them (decoded, not resized), through the same build_inputs.
         inputs = backbone.build_inputs([[decode_image(r) for r in item.image_refs] for item in items],
                                        [item.prompt for item in items])
-        targets = [self.target_ids(item.target) for item in items]
-        width = max(len(t) for t in targets)
-        target_ids = torch.full((len(items), width), backbone.pad_token_id, dtype=torch.long)
-        target_mask = torch.zeros((len(items), width), dtype=torch.long)
-        for i, t in enumerate(targets):
-            target_ids[i, :len(t)] = torch.tensor(t)
-            target_mask[i, :len(t)] = 1
+        target_ids, target_mask = right_padded([self.target_ids(item.target) for item in items],
+                                               backbone.pad_token_id)
         labels = target_ids.masked_fill(target_mask == 0, -100)
         device = backbone.device
         batch = {"inputs": inputs, "target_ids": target_ids.to(device), "target_mask": target_mask.to(device),

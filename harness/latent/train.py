@@ -28,6 +28,18 @@ def total_loss(losses: dict[str, torch.Tensor]) -> torch.Tensor:
     return total
 
 
+def right_padded(rows: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Target token rows as one right-padded [B, T] tensor and its mask (1 on real tokens): what the
+    training forwards append after the prompt (or the latents)."""
+    width = max(len(row) for row in rows)
+    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(rows), width), dtype=torch.long)
+    for i, row in enumerate(rows):
+        ids[i, :len(row)] = torch.tensor(row, dtype=torch.long)
+        mask[i, :len(row)] = 1
+    return ids, mask
+
+
 class LatentForward(nn.Module, ABC):
     """``forward(**batch) -> {name: loss}`` around the backbone's model, so that ``accelerate`` (DDP,
     DeepSpeed) sees every forward go through one prepared module. Subclasses give :meth:`policy`."""

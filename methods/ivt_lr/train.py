@@ -17,6 +17,7 @@ import torch
 
 from harness.api import Recipe, register_trainer
 from harness.api.recipe import Schedule
+from harness.latent.train import right_padded
 
 from .model import LATENT_TOKENS, IVTLRModel
 from .options import (ABLATION_DEFAULTS, SharedOptions, build_prompt, check_shared, policy_options, resize_images,
@@ -180,13 +181,7 @@ class IVTLRRecipe(Recipe):
         side = self.options.image_size  # as inference resizes them
         inputs = backbone.build_inputs([resize_images([decode_image(r) for r in item.image_refs], side) for item in items],
                                        [item.prompt for item in items])
-        targets = [self.target_ids(item) for item in items]
-        width = max(len(t) for t in targets)
-        target_ids = torch.full((len(items), width), backbone.pad_token_id, dtype=torch.long)
-        target_mask = torch.zeros((len(items), width), dtype=torch.long)
-        for i, t in enumerate(targets):
-            target_ids[i, :len(t)] = torch.tensor(t)
-            target_mask[i, :len(t)] = 1
+        target_ids, target_mask = right_padded([self.target_ids(item) for item in items], backbone.pad_token_id)
         labels = target_ids.masked_fill(target_mask == 0, -100)
         device = backbone.device
         return {"inputs": inputs, "n_latent": counts.pop(), "target_ids": target_ids.to(device),

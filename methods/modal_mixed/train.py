@@ -17,6 +17,7 @@ import re
 import torch
 
 from harness.api import Recipe, register_trainer
+from harness.latent.train import right_padded
 
 from .model import ModalMixedModel
 from .options import CONTROL_TOKENS, SharedOptions, check_shared, head_kind, prompt_text
@@ -314,13 +315,10 @@ class ModalMixedRecipe(Recipe):
             answer = tokenizer.encode((" " if ids else "") + item.answer_text, add_special_tokens=False) + [eos]
             rows.append(ids + answer)
             slots.append(slot + [False] * len(answer))
-        width = max(len(r) for r in rows)
-        target_ids = torch.full((len(rows), width), backbone.pad_token_id, dtype=torch.long)
-        target_mask = torch.zeros((len(rows), width), dtype=torch.long)
+        target_ids, target_mask = right_padded(rows, backbone.pad_token_id)
+        width = target_ids.shape[1]
         sketch_slots = torch.zeros((len(rows), width), dtype=torch.bool)
-        for i, (r, s) in enumerate(zip(rows, slots)):
-            target_ids[i, :len(r)] = torch.tensor(r)
-            target_mask[i, :len(r)] = 1
+        for i, s in enumerate(slots):
             sketch_slots[i, :len(s)] = torch.tensor(s, dtype=torch.bool)
         labels = target_ids.masked_fill((target_mask == 0) | sketch_slots, -100)
         sketch_values = torch.zeros(len(rows), width, backbone.hidden_size)
