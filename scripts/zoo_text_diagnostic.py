@@ -6,7 +6,7 @@ shape?") only at about the image-blind level. This trains the zoo recipe's langu
 Qwen2 of the same size, from scratch, the same optimiser and schedule as ``harness zoo build``'s stage
 2) with the image given as TEXT — "the image shows a red circle . is there not a blue shape ? answer :"
 → "yes" — and prints the test accuracy per question type every 100 steps, yes/no split into plain and
-negated questions. If the text-only model is stuck too, the bottleneck is learning the comparison, not
+negated questions naming a colour or a shape. If the text-only model is stuck too, the bottleneck is learning the comparison, not
 seeing the image. It measures and prints; nothing is saved.
 
     .venv/bin/python scripts/zoo_text_diagnostic.py [--steps 700] [--hidden 128 --layers 3] [--lr 1.5e-3]
@@ -39,6 +39,12 @@ def rows(split: str) -> list[tuple]:
 
 def negated(row) -> bool:
     return bool({"not", "no"} & set(WORD.findall(row[2])))
+
+
+def names_colour(row) -> bool:
+    from harness.benchmarks.easyvqa import COLOURS
+
+    return bool(set(COLOURS) & set(WORD.findall(row[2])))
 
 
 def matches(row) -> bool:
@@ -114,7 +120,8 @@ def main() -> None:
                 ids, mask = batch(chosen)
                 predicted = model(input_ids=ids, attention_mask=mask).logits[:, -1].argmax(-1).tolist()
                 for row, p in zip(chosen, predicted):
-                    key = row[4] if row[4] != "yes/no" else ("yes/no negated" if negated(row) else "yes/no plain")
+                    key = row[4] if row[4] != "yes/no" else (
+                        f"yes/no {'negated' if negated(row) else 'plain'} {'colour' if names_colour(row) else 'shape'}")
                     right.setdefault(key, []).append(int(p == vocab[row[3]]))
         model.train()
         return {k: f"{100 * sum(v) / len(v):.1f}" for k, v in sorted(right.items())}
