@@ -10,10 +10,10 @@ negated questions naming a colour or a shape. If the text-only model is stuck to
 seeing the image. It measures and prints; nothing is saved.
 
     .venv/bin/python scripts/zoo_text_diagnostic.py [--steps 700] [--hidden 128 --layers 3] [--lr 1.5e-3]
-        [--balanced-matches] [--plain-first N] [--threads 1]
+        [--balanced-matches | --match-share S] [--plain-first N] [--threads 1]
 
 --balanced-matches draws yes/no questions whose named attribute is the image's as often as the others
-(in the data: 5,149 of 28,407); --plain-first N draws only non-negated yes/no questions for the first N
+(in the data: 5,149 of 28,407; --match-share S for another share); --plain-first N draws only non-negated yes/no questions for the first N
 steps (a curriculum).
 """
 from __future__ import annotations
@@ -61,7 +61,9 @@ def main() -> None:
     ap.add_argument("--layers", type=int, default=3)
     ap.add_argument("--lr", type=float, default=1.5e-3)
     ap.add_argument("--batch-size", type=int, default=48)
-    ap.add_argument("--balanced-matches", action="store_true")
+    ap.add_argument("--balanced-matches", action="store_true", help="= --match-share 0.5")
+    ap.add_argument("--match-share", type=float, default=0.0,
+                    help="share of yes/no draws whose named attribute is the image's (0: as in the data, 18 %%)")
     ap.add_argument("--plain-first", type=int, default=0)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--seed", type=int, default=0)
@@ -86,11 +88,15 @@ def main() -> None:
     by_type: dict[str, list[int]] = {}
     for i, row in enumerate(train):
         by_type.setdefault(row[4], []).append(i)
+    yes_no = by_type["yes/no"]
+    hit = [i for i in yes_no if matches(train[i])]
+    miss = [i for i in yes_no if not matches(train[i])]
     if args.balanced_matches:
-        yes_no = by_type["yes/no"]
-        hit = [i for i in yes_no if matches(train[i])]
-        miss = [i for i in yes_no if not matches(train[i])]
-        by_type["yes/no"] = miss + hit * max(1, len(miss) // len(hit))
+        args.match_share = 0.5
+    if args.match_share:  # hits repeated until they are about this share of the yes/no draws
+        repeat = max(1, round(args.match_share * len(miss) / ((1 - args.match_share) * len(hit))))
+        by_type["yes/no"] = miss + hit * repeat  # whole repeats: the share reached is printed below
+    share = sum(matches(train[i]) for i in by_type["yes/no"]) / len(by_type["yes/no"])
     plain = [i for i in by_type["yes/no"] if not negated(train[i])]
     kinds, weights = ["yes/no", "shape", "colour"], [0.45, 0.30, 0.25]  # the zoo recipe's type weights
     rng = np.random.default_rng(args.seed)
@@ -126,7 +132,8 @@ def main() -> None:
         model.train()
         return {k: f"{100 * sum(v) / len(v):.1f}" for k, v in sorted(right.items())}
 
-    print(f"text-only LM {args.layers}x{args.hidden}, {sum(p.numel() for p in model.parameters()):,} parameters")
+    print(f"text-only LM {args.layers}x{args.hidden}, {sum(p.numel() for p in model.parameters()):,} parameters; "
+          f"matches are {100 * share:.1f} % of the yes/no draws")
     model.train()
     for step in range(args.steps):
         for group in optimizer.param_groups:
