@@ -9,7 +9,7 @@
   one after the other (``--stages rationale,answer``, ``--epochs-per-stage`` each).
 
 The prompts are not written here: they are recorded by running the registered method's own ``run`` on
-a recording stand-in for the backbone (:class:`PromptRecorder`), so training sees exactly what
+a recording stand-in for the backbone (``harness.backbones.base.PromptRecorder``), so training sees exactly what
 ``harness run --method cot|mm-cot`` sends. Labels cover the target and the EOS only. The loss is the
 next-token cross-entropy over the prompt's prefill and the appended target (the path decoding takes).
 ``harness run --method cot|mm-cot --checkpoint DIR`` loads them (:func:`load_cot`, :func:`load_mm_cot`).
@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
+from abc import abstractmethod
 
 import torch
 from torch import nn
@@ -50,32 +51,15 @@ def answer_line(answer: str, mc: bool) -> str:
     return f"The answer is ({answer.strip()})." if mc else f"The answer is {answer.strip()}."
 
 
-class PromptRecorder:
-    """Stands in for a backbone: records the prompts of each ``generate`` call and replies with given
-    texts (mm-cot's stage 1 must read the gold rationale back, so stage 2's prompt holds it)."""
-
-    def __init__(self, replies: list[str]):
-        self.replies, self.prompts = replies, []
-
-    def generate(self, images, prompts, max_new_tokens):
-        from harness.backbones.base import Generation
-
-        self.prompts.append(list(prompts))
-        return [Generation(text=reply, input_tokens=0, generated_tokens=0) for reply in self.replies[:len(prompts)]]
-
-
-def recorded_prompts(method_name: str, examples: list, mcs: list[bool]) -> list[list[str]]:
+def recorded_prompts(method_name: str, examples: list) -> list[list[str]]:
     """The prompts the registered method (default options) sends for ``examples``, one list per
-    generation stage; a stage-1 generation "returns" the example's gold rationale."""
+    generation stage; a stage-1 generation "returns" the example's gold rationale (mm-cot's stage 2
+    prompt holds it)."""
     from harness.api import METHODS, Query
+    from harness.backbones.base import PromptRecorder
 
-    # As the runner builds them from the benchmark's sample (the baselines read the question text and
-    # whether there are options; a stand-in option where an old reader kept none).
-    has_stem = "stem" in {f.name for f in dataclasses.fields(Query)}
-    queries = [Query(images=[], question=ex.question,
-                     choices=(list(getattr(ex, "choices", None) or ["?"]) if mc else []),
-                     **({"stem": getattr(ex, "stem", None)} if has_stem else {}))
-               for ex, mc in zip(examples, mcs)]
+    # As the runner builds them from the benchmark's sample.
+    queries = [Query(images=[], question=ex.question, choices=list(ex.choices), stem=ex.stem) for ex in examples]
     recorder = PromptRecorder([ex.rationale.strip() for ex in examples])
     METHODS.get(method_name)().run(recorder, queries)
     return recorder.prompts
@@ -121,12 +105,6 @@ class SFTModel(nn.Module):
         logits = torch.cat([first_logits[:, None], result.logits[:, :-1]], dim=1).float()
         return {"ce": nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), labels.reshape(-1),
                                                   ignore_index=-100)}
-
-
-def lora_layers(model) -> list:
-    from peft.tuners.lora import LoraLayer
-
-    return [m for m in model.modules() if isinstance(m, LoraLayer)]
 
 
 def use_adapter(peft_model, name: str | None) -> None:
@@ -195,9 +173,7 @@ class _SFTRecipe(Recipe):
     def lora_settings(self):
         from harness.latent.adapters import LoraSettings
 
-        c = self.config
-        return LoraSettings(r=c.lora_r, alpha=c.lora_alpha, dropout=c.lora_dropout,
-                            targets=tuple(t.strip() for t in c.lora_targets.split(",") if t.strip()))
+        return LoraSettings.from_config(self.config)
 
     def _mcs(self, examples) -> list[bool]:
         return [multiple_choice(ex) for ex in examples]
@@ -243,9 +219,9 @@ class _SFTRecipe(Recipe):
     def checkpoint_tensors(self, module) -> dict[str, dict]:
         return {stem: adapter_tensors(module.model, name) for stem, name in self._files().items()}
 
+    @abstractmethod
     def _files(self) -> dict[str, str | None]:
         """{checkpoint file stem: adapter name (None: the only one)}."""
-        raise NotImplementedError
 
 
 @register_trainer("cot")
@@ -273,7 +249,7 @@ class CoTRecipe(_SFTRecipe):
 
     def epoch_items(self, examples, stage: int) -> list[SFTItem]:
         mcs = self._mcs(examples)
-        (prompts,) = recorded_prompts("cot", examples, mcs)
+        (prompts,) = recorded_prompts("cot", examples)
         return [SFTItem(uid=ex.uid, prompt=p, image_refs=ex.image_refs,
                         target=f"{ex.rationale.strip()}\n{answer_line(ex.answer, mc)}")
                 for ex, p, mc in zip(examples, prompts, mcs)]
@@ -338,7 +314,7 @@ class MMCoTRecipe(_SFTRecipe):
 
     def epoch_items(self, examples, stage: int) -> list[SFTItem]:
         mcs = self._mcs(examples)
-        stage1, stage2 = recorded_prompts("mm-cot", examples, mcs)
+        stage1, stage2 = recorded_prompts("mm-cot", examples)
         adapter = self.adapter_of(stage)
         if adapter == "rationale":
             return [SFTItem(uid=ex.uid, prompt=p, image_refs=ex.image_refs, target=ex.rationale.strip(),

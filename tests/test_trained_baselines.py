@@ -358,7 +358,10 @@ def test_mm_cot_run_uses_the_rationale_adapter_then_the_answer_adapter(trained, 
 
     from harness.api import METHODS, Query
     from harness.backbones import load_backbone
-    from methods.baselines_train import lora_layers
+    from peft.tuners.lora import LoraLayer
+
+    def lora_layers(model):
+        return [m for m in model.modules() if isinstance(m, LoraLayer)]
 
     def active_during_generate(folder):
         backbone = load_backbone(str(tiny_model_dirs["qwen2-vl"]), device="cpu", dtype="float32")

@@ -34,6 +34,19 @@ class Generation:
     token_ids: list[int] = field(default_factory=list)
 
 
+class PromptRecorder:
+    """Stands in for a backbone: records the prompts of each ``generate`` call and replies with given
+    texts. Running a registered method on it gives the exact prompts that method sends (what the zoo
+    and the trained baselines train on); a two-stage method's second prompts hold the replies."""
+
+    def __init__(self, replies: list[str]):
+        self.replies, self.prompts = replies, []
+
+    def generate(self, images, prompts, max_new_tokens) -> list[Generation]:
+        self.prompts.append(list(prompts))
+        return [Generation(text=reply, input_tokens=0, generated_tokens=0) for reply in self.replies[:len(prompts)]]
+
+
 @dataclass
 class DecodeState:
     """A batch in flight: its KV cache, mask, next positions and the last forward's outputs."""

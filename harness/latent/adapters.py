@@ -25,6 +25,12 @@ class LoraSettings:
         return {"r": self.r, "alpha": self.alpha, "dropout": self.dropout, "targets": list(self.targets)}
 
     @classmethod
+    def from_config(cls, config) -> "LoraSettings":
+        """From ``harness train``'s --lora-r/--lora-alpha/--lora-dropout/--lora-targets (a TrainConfig)."""
+        return cls(r=config.lora_r, alpha=config.lora_alpha, dropout=config.lora_dropout,
+                   targets=tuple(t.strip() for t in config.lora_targets.split(",") if t.strip()))
+
+    @classmethod
     def from_dict(cls, d: dict) -> "LoraSettings":
         return cls(r=int(d["r"]), alpha=float(d["alpha"]), dropout=float(d["dropout"]), targets=tuple(d["targets"]))
 

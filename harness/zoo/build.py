@@ -55,24 +55,12 @@ def mc_options() -> dict[str, list[str]]:
     raise ValueError("easyvqa test_mc lacks a question type")
 
 
-class _Recorder:
-    """Stands in for a backbone: records the prompts a method builds and replies with given texts."""
-
-    def __init__(self, replies: list[str]):
-        self.replies, self.prompts = replies, []
-
-    def generate(self, images, prompts, max_new_tokens):
-        from harness.backbones.base import Generation
-
-        self.prompts.append(list(prompts))
-        return [Generation(text=reply, input_tokens=0, generated_tokens=0) for reply in self.replies]
-
-
 def method_prompts(method: str, queries: list, rationales: list[str]) -> list[list[str]]:
     """The prompts the registered ``method`` sends for ``queries``, one list per generation stage."""
     from harness.api import METHODS
+    from harness.backbones.base import PromptRecorder
 
-    recorder = _Recorder(rationales)
+    recorder = PromptRecorder(rationales)
     METHODS.get(method)().run(recorder, queries)
     return recorder.prompts
 

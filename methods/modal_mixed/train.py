@@ -121,9 +121,7 @@ class ModalMixedRecipe(Recipe):
     def lora_settings(self):
         from harness.latent.adapters import LoraSettings
 
-        c = self.config
-        return LoraSettings(r=c.lora_r, alpha=c.lora_alpha, dropout=c.lora_dropout,
-                            targets=tuple(t.strip() for t in c.lora_targets.split(",") if t.strip()))
+        return LoraSettings.from_config(self.config)
 
     # -- model -------------------------------------------------------------------------------
     def setup(self, backbone):
