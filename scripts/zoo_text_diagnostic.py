@@ -10,11 +10,17 @@ negated questions naming a colour or a shape. If the text-only model is stuck to
 seeing the image. It measures and prints; nothing is saved.
 
     .venv/bin/python scripts/zoo_text_diagnostic.py [--steps 700] [--hidden 128 --layers 3] [--lr 1.5e-3]
-        [--balanced-matches | --match-share S] [--plain-first N] [--threads 1]
+        [--balanced-matches | --match-share S] [--plain-first N] [--plain-share S] [--balanced-first N]
+        [--plain-hit-share S] [--aux-share S] [--seed 0] [--threads 1]
 
 --balanced-matches draws yes/no questions whose named attribute is the image's as often as the others
 (in the data: 5,149 of 28,407; --match-share S for another share); --plain-first N draws only non-negated yes/no questions for the first N
-steps (a curriculum).
+steps (a curriculum); --plain-share S draws that share of yes/no questions from the plain ones;
+--balanced-first N draws only plain ones, half of them matches, for N steps; --plain-hit-share S keeps
+half the yes/no draws plain, S of them matches, throughout; --aux-share S turns that share of yes/no
+draws into the zoo build's two auxiliary formats (the text ending "named :" → the attribute word the
+question names, "shown :" → the image's value of it). `--steps 1500 --aux-share 0.3` is the one setting
+seen to learn colour equality with negations (README).
 """
 from __future__ import annotations
 
@@ -65,6 +71,15 @@ def main() -> None:
     ap.add_argument("--match-share", type=float, default=0.0,
                     help="share of yes/no draws whose named attribute is the image's (0: as in the data, 18 %%)")
     ap.add_argument("--plain-first", type=int, default=0)
+    ap.add_argument("--plain-share", type=float, default=0.0,
+                    help="share of yes/no draws that are not negated (0: as in the data, about half)")
+    ap.add_argument("--balanced-first", type=int, default=0,
+                    help="draw yes/no questions for the first N steps only from plain ones, half of them matches")
+    ap.add_argument("--plain-hit-share", type=float, default=0.0,
+                    help="throughout: half the yes/no draws plain, this share of them matches; negated ones as in the data")
+    ap.add_argument("--aux-share", type=float, default=0.0,
+                    help="share of yes/no draws turned into an auxiliary: the same text ending 'named :' → the "
+                         "attribute the question names, or 'shown :' → the image's value of that attribute")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
@@ -75,11 +90,18 @@ def main() -> None:
     train, test = rows("train"), rows("test")
 
     def text(row) -> str:
-        return f"the image shows a {row[1]} {row[0]} . {row[2]} answer :"
+        return f"the image shows a {row[1]} {row[0]} . {row[2]} {row[5] if len(row) > 5 else 'answer'} :"
+
+    def auxiliary(row, kind: str) -> tuple:
+        from harness.benchmarks.easyvqa import COLOURS
+
+        named = next(w for w in WORD.findall(row[2]) if w in COLOURS or w in ("circle", "rectangle", "triangle"))
+        target = named if kind == "named" else (row[1] if named in COLOURS else row[0])
+        return (*row[:3], target, "aux", kind)
 
     vocab = {"<pad>": 0, "<s>": 1}
     for row in train + test:
-        for word in WORD.findall(text(row) + " " + row[3]):
+        for word in WORD.findall(text(row) + " " + row[3] + " named shown"):
             vocab.setdefault(word, len(vocab))
     config = Qwen2Config(vocab_size=len(vocab), hidden_size=args.hidden, intermediate_size=3 * args.hidden,
                          num_hidden_layers=args.layers, num_attention_heads=4, num_key_value_heads=2,
@@ -98,6 +120,9 @@ def main() -> None:
         by_type["yes/no"] = miss + hit * repeat  # whole repeats: the share reached is printed below
     share = sum(matches(train[i]) for i in by_type["yes/no"]) / len(by_type["yes/no"])
     plain = [i for i in by_type["yes/no"] if not negated(train[i])]
+    negative = [i for i in by_type["yes/no"] if negated(train[i])]
+    plain_hit = [i for i in yes_no if matches(train[i]) and not negated(train[i])]
+    plain_miss = [i for i in yes_no if not matches(train[i]) and not negated(train[i])]
     kinds, weights = ["yes/no", "shape", "colour"], [0.45, 0.30, 0.25]  # the zoo recipe's type weights
     rng = np.random.default_rng(args.seed)
     optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, betas=(0.9, 0.98), weight_decay=0.01)
@@ -141,7 +166,17 @@ def main() -> None:
         chosen = []
         for k in rng.choice(3, size=args.batch_size, p=weights):
             pool = plain if kinds[k] == "yes/no" and step < args.plain_first else by_type[kinds[k]]
-            chosen.append(train[pool[rng.integers(len(pool))]])
+            if kinds[k] == "yes/no" and args.plain_hit_share:
+                pool = (negative if rng.random() < 0.5 else
+                        plain_hit if rng.random() < args.plain_hit_share else plain_miss)
+            elif kinds[k] == "yes/no" and step < args.balanced_first:
+                pool = plain_hit if rng.random() < 0.5 else plain_miss
+            elif kinds[k] == "yes/no" and args.plain_share and step >= args.plain_first:
+                pool = plain if rng.random() < args.plain_share else negative
+            row = train[pool[rng.integers(len(pool))]]
+            if kinds[k] == "yes/no" and args.aux_share and rng.random() < args.aux_share:
+                row = auxiliary(row, "named" if rng.random() < 0.5 else "shown")
+            chosen.append(row)
         ids, mask = batch(chosen)
         logits = model(input_ids=ids, attention_mask=mask).logits[:, -1]
         loss = F.cross_entropy(logits, torch.tensor([vocab[row[3]] for row in chosen]))

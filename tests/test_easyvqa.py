@@ -12,7 +12,7 @@ import pytest
 
 from harness.api import DataError, decode_image
 from harness.benchmarks.easyvqa import (ANSWERS, COLOURS, SHAPES, EasyVQA, _package_data, attributes_from_pixels,
-                                        helper_image)
+                                        helper_image, yes_no_parts)
 from harness.cli import main
 
 DATA = _package_data()
@@ -79,6 +79,27 @@ def test_rationales_are_three_sentences_that_lead_to_the_answer():
             assert (present != negated) == (sample.gold == "yes"), (sample.question, text)
         else:
             assert sentences[2].endswith(f"{sample.gold}."), text
+
+
+@pytest.mark.parametrize("question, attribute, negated, present", [
+    ("is there a red shape?", "colour", False, True),        # image: red circle
+    ("does the image not contain a blue shape?", "colour", True, False),
+    ("is no circle present?", "shape", True, True),
+    ("is there a triangle in the image?", "shape", False, False),
+])
+def test_yes_no_parts_by_hand(question, attribute, negated, present):
+    assert yes_no_parts(question, "circle", "red") == (attribute, negated, present)
+
+
+def test_yes_no_parts_give_the_package_answer():
+    """On every yes/no test question: "yes" exactly when negated and present differ (the package's own
+    answers, the image's attributes from the benchmark)."""
+    bench = EasyVQA(None, "test")
+    for position in range(len(bench)):
+        sample = bench.sample(position)
+        if sample.category == "yes/no":
+            _, negated, present = yes_no_parts(sample.question, sample.meta["shape"], sample.meta["colour"])
+            assert (negated != present) == (sample.gold == "yes"), sample.question
 
 
 def test_multiple_choice_options_are_the_answer_words_of_the_type():

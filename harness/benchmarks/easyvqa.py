@@ -118,6 +118,14 @@ def helper_image(image, size: int = 64):
     return Image.fromarray(out).crop(box).resize((size, size), Image.NEAREST)
 
 
+def yes_no_parts(question: str, shape: str, colour: str) -> tuple[str, bool, bool]:
+    """(the attribute the question names: "shape" or "colour", negated?, is the named value the image's?)
+    of a yes/no question about an image of this shape and colour: "yes" exactly when the last two differ."""
+    words = _WORD.findall(question.lower())
+    named = next((w for w in words if w in SHAPES or w in COLOURS), None)
+    return ("colour" if named in COLOURS else "shape"), _negated(words), named in (shape, colour)
+
+
 def rationale(question: str, answer: str, shape: str, colour: str) -> str:
     """Three sentences: what the image shows, what the question asks, the conclusion (the answer word
     itself is left to the answer line, "The answer is ...")."""
@@ -130,8 +138,8 @@ def rationale(question: str, answer: str, shape: str, colour: str) -> str:
         return f"{seen} The question asks for its colour. The {shape} is {colour}."
     named = next((w for w in words if w in SHAPES or w in COLOURS), None)
     thing = f"{named} shape" if named in COLOURS else named or "shape"
-    there = named in (shape, colour)
-    asks = "does not contain" if _negated(words) else "contains"
+    _, negated, there = yes_no_parts(question, shape, colour)
+    asks = "does not contain" if negated else "contains"
     fact = f"There is a {thing}." if there else f"There is no {thing}."
     return f"{seen} The question asks whether the image {asks} a {thing}. {fact}"
 

@@ -5,14 +5,17 @@ data → prompts → tokenizer → model → batches → AdamW + warmup/cosine �
 - **Data**: the ``easyvqa`` benchmark's own train split (``harness.api.BENCHMARKS``): its questions,
   images, question types and rationales; multiple-choice training examples take the options the
   ``test_mc`` split gives each question type.
-- **Prompts are the evaluation prompts, byte for byte.** Every prompt is produced by running the
+- **Prompts are the evaluation prompts, byte for byte** (the two auxiliary formats below excepted:
+  no method sends those). Every method prompt is produced by running the
   registered method itself (``METHODS.get("direct")`` etc., ``run`` on a recording stand-in backbone
   that returns the training rationale as its stage-1 "generation"), then templated by the real
   :class:`~harness.backbones.base.Backbone`'s ``chat_text`` and tokenized by its processor.
   :func:`check_inputs` asserts that a training example's tensors equal ``Backbone.build_inputs``.
 - **Formats**: a batch holds one format (``Recipe.mixture``): direct (open and multiple choice),
-  cot (rationale, then "The answer is X."), mm-cot stage 1 (rationale) and stage 2 (the answer line).
-  Within a batch, question types are drawn with ``Recipe.type_weights`` (the data is 3/4 yes/no).
+  cot (rationale, then "The answer is X."), mm-cot stage 1 (rationale) and stage 2 (the answer line),
+  and two training-only formats on yes/no questions (``AUXILIARY``: the word the question names; the
+  image's value of that attribute). Within a batch, questions are drawn from pools (``pools_of``) with
+  ``Recipe.type_weights`` (the data is 3/4 yes/no).
 - **Loss**: cross-entropy on the target tokens (answer and ``<|im_end|>``), averaged per example
   then over the batch, so a long rationale does not outweigh a one-word answer.
 - **Deterministic** for a fixed seed and thread count (CPU; one format and one index draw per step
@@ -34,7 +37,13 @@ import time
 from pathlib import Path
 
 VISION_KEYS = ("visual", "vision_tower", "multi_modal_projector")
-FORMATS = ("direct", "direct-mc", "cot", "cot-mc", "mm-cot-1", "mm-cot-2", "mm-cot-2-mc")
+FORMATS = ("direct", "direct-mc", "cot", "cot-mc", "mm-cot-1", "mm-cot-2", "mm-cot-2-mc", "named", "shown")
+# Two training-only formats, drawn from yes/no questions alone: the question, then one of these instead of
+# the answer instruction, → the attribute word the question names ("named") or the image's value of that
+# attribute ("shown"): the two things a yes/no answer compares, each asked for alone at the answer position.
+# Off in the committed recipes: they did not get the VLMs to compare (recipes.py, README).
+AUXILIARY = {"named": "Answer with the word the question names.",
+             "shown": "Answer with what the image shows of the named attribute."}
 
 
 # -- data -------------------------------------------------------------------------------------------
@@ -65,6 +74,17 @@ def method_prompts(method: str, queries: list, rationales: list[str]) -> list[li
     return recorder.prompts
 
 
+def auxiliary_targets(sample) -> tuple[str, str]:
+    """The "named" and "shown" targets of a yes/no question: the attribute word it names, and the image's
+    value of that attribute (for an open question, never drawn for these formats: its answer's attribute)."""
+    from harness.benchmarks.easyvqa import COLOURS, SHAPES, yes_no_parts
+
+    attribute, _, _ = yes_no_parts(sample.question, sample.meta["shape"], sample.meta["colour"])
+    value = sample.meta[attribute]
+    words = sample.question.lower().replace("?", " ").split()
+    return next((w for w in words if w in SHAPES or w in COLOURS), value), value
+
+
 def examples(bench, options: dict[str, list[str]]) -> dict[str, list[tuple[int, str, str]]]:
     """{format: [(sample position, prompt, target)]} for every training question, in every format."""
     from harness.api import Query
@@ -80,7 +100,10 @@ def examples(bench, options: dict[str, list[str]]) -> dict[str, list[tuple[int, 
     cot, cot_mc = method_prompts("cot", open_q, rationales)[0], method_prompts("cot", mc_q, rationales)[0]
     mm1, mm2 = method_prompts("mm-cot", open_q, rationales)
     _, mm2_mc = method_prompts("mm-cot", mc_q, rationales)
+    named, shown = zip(*map(auxiliary_targets, samples))
     out = {
+        "named": [(i, f"{q.question}\n{AUXILIARY['named']}", w) for i, (q, w) in enumerate(zip(open_q, named))],
+        "shown": [(i, f"{q.question}\n{AUXILIARY['shown']}", w) for i, (q, w) in enumerate(zip(open_q, shown))],
         "direct": [(i, p, w) for i, (p, w) in enumerate(zip(direct, words))],
         "direct-mc": [(i, p, x) for i, (p, x) in enumerate(zip(direct_mc, letters))],
         "cot": [(i, p, f"{r}\nThe answer is {w}.") for i, (p, r, w) in enumerate(zip(cot, rationales, words))],
@@ -278,12 +301,24 @@ def lr_at(step: int, train: dict) -> float:
     return train["min_lr"] + 0.5 * (train["lr"] - train["min_lr"]) * (1 + math.cos(math.pi * progress))
 
 
-def draw(rng, samples_by_type: dict, weights: dict, n: int):
-    """``n`` sample positions: a question type by ``weights``, then a question of that type uniformly."""
+def pools_of(sample) -> set[str]:
+    """The pools a training question can be drawn from (``Recipe.type_weights`` names them): its type and,
+    for a yes/no question, "yes/no about shape" or "yes/no about colour" (the attribute it names)."""
+    from harness.benchmarks.easyvqa import yes_no_parts
+
+    names = {sample.category}
+    if sample.category == "yes/no":
+        attribute, _, _ = yes_no_parts(sample.question, sample.meta["shape"], sample.meta["colour"])
+        names.add(f"yes/no about {attribute}")
+    return names
+
+
+def draw(rng, pools: dict, weights: dict, n: int):
+    """``n`` sample positions: a pool by ``weights``, then a question of that pool uniformly."""
     kinds = sorted(weights)
     p = [weights[k] for k in kinds]
     chosen = rng.choice(len(kinds), size=n, p=[x / sum(p) for x in p])
-    return [int(samples_by_type[kinds[k]][rng.integers(len(samples_by_type[kinds[k]]))]) for k in chosen]
+    return [int(pools[kinds[k]][rng.integers(len(pools[kinds[k]]))]) for k in chosen]
 
 
 def train(model, tensors: Tensors, samples, recipe, *, seed: int, steps: int | None = None, log=print) -> dict:
@@ -295,9 +330,14 @@ def train(model, tensors: Tensors, samples, recipe, *, seed: int, steps: int | N
     if steps is not None:
         cfg["steps"] = steps
     rng = np.random.default_rng(seed)
-    by_type: dict[str, list[int]] = {}
+    pools: dict[str, list[int]] = {}
     for position, sample in enumerate(samples):
-        by_type.setdefault(sample.category, []).append(position)
+        for pool in pools_of(sample):
+            pools.setdefault(pool, []).append(position)
+    unknown = set(recipe.type_weights) - set(pools)
+    if unknown:
+        raise ValueError(f"recipe {recipe.name!r}: type_weights name unknown pools {sorted(unknown)}; "
+                         f"choose from {sorted(pools)}")
     names = [name for name in FORMATS if recipe.mixture.get(name, 0) > 0]
     shares = np.array([recipe.mixture[name] for name in names], dtype=float)
     shares /= shares.sum()
@@ -318,7 +358,7 @@ def train(model, tensors: Tensors, samples, recipe, *, seed: int, steps: int | N
             group["lr"] = lr_at(step, cfg) * group["scale"]
         name = names[int(rng.choice(len(names), p=shares))]
         # Every format has one example per training question, in sample order.
-        indices = draw(rng, by_type, recipe.type_weights, cfg["batch_size"])
+        indices = draw(rng, pools, {"yes/no": 1.0} if name in AUXILIARY else recipe.type_weights, cfg["batch_size"])
         variants = rng.integers(tensors.variants, size=len(indices)).tolist() if tensors.variants > 1 else None
         inputs, labels = tensors.batch(name, indices, variants)
         logits = model(**inputs).logits[:, :-1]
@@ -443,6 +483,8 @@ def build(recipe, out: str | Path, *, seed: int = 0, threads: int = 2, steps: in
 
     bench = _benchmark("train")
     formats, samples = examples(bench, mc_options())
+    # only the recipe's formats: their texts alone train the tokenizer
+    formats = {name: rows for name, rows in formats.items() if recipe.mixture.get(name, 0) > 0}
     texts = [text for rows in formats.values() for _, prompt, target in rows for text in (prompt, target)]
     tokenizer, template = make_tokenizer(recipe.family, texts, recipe.vocab_size)
     model, processor = make_model(recipe, tokenizer, template)
