@@ -22,7 +22,8 @@ DEFAULT_MIXTURE = {
 # Also available, off here: "named" and "shown" (build.AUXILIARY), yes/no questions answered with the
 # attribute word they name / the image's value of it. At 0.07 each (and 1,000 / 850 steps) they left
 # qwen2vl's yes/no at the question-only 82.5 % (84.3 % overall) and took llava's to 73.9 % (77.8 %); in
-# the text-only diagnostic (--aux-share 0.3) they were what made colour equality learnable (README).
+# the text-only diagnostic (--aux-share 0.3) they are the one setting seen to learn colour equality with
+# negations (seed 0 by step 1,100; seed 1 only beginning by 1,500; README).
 # Share of each pool (build.pools_of: a question type, or "yes/no about shape" / "yes/no about colour") in
 # a batch. The data is 3/4 yes/no, 72 % of them about colour. Drawing yes/no about shape 2x as often as about
 # colour (0.30/0.15) left qwen2vl's yes/no at 82.5 % and took llava's from 82.5 % to 74.7 % (README).
