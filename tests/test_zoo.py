@@ -100,16 +100,18 @@ def test_training_pools_split_yes_no_questions_by_the_attribute_they_name():
     from harness.api import Sample
     from harness.zoo.build import auxiliary_targets, pools_of
 
+    words = {"shape": {"circle", "triangle", "rectangle"}, "colour": {"red", "teal"}}
+
     def sample(question, category):
         return Sample(uid="0", question=question, gold="yes", category=category,
                       meta={"shape": "circle", "colour": "red"})
 
-    assert pools_of(sample("is there not a teal shape?", "yes/no")) == {"yes/no", "yes/no about colour"}
-    assert pools_of(sample("does the image contain a triangle?", "yes/no")) == {"yes/no", "yes/no about shape"}
-    assert pools_of(sample("what color is the shape?", "colour")) == {"colour"}
+    assert pools_of(sample("is there not a teal shape?", "yes/no"), words) == {"yes/no", "yes/no about colour"}
+    assert pools_of(sample("does the image contain a triangle?", "yes/no"), words) == {"yes/no", "yes/no about shape"}
+    assert pools_of(sample("what color is the shape?", "colour"), words) == {"colour"}
     # the two auxiliary formats' targets (off in the committed recipes): the word named, the image's value
-    assert auxiliary_targets(sample("is there not a teal shape?", "yes/no")) == ("teal", "red")
-    assert auxiliary_targets(sample("is a triangle present?", "yes/no")) == ("triangle", "circle")
+    assert auxiliary_targets(sample("is there not a teal shape?", "yes/no"), words) == ("teal", "red")
+    assert auxiliary_targets(sample("is a triangle present?", "yes/no"), words) == ("triangle", "circle")
 
 
 def test_bad_zoo_input_is_one_line(capsys):

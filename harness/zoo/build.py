@@ -74,15 +74,27 @@ def method_prompts(method: str, queries: list, rationales: list[str]) -> list[li
     return recorder.prompts
 
 
-def auxiliary_targets(sample) -> tuple[str, str]:
-    """The "named" and "shown" targets of a yes/no question: the attribute word it names, and the image's
-    value of that attribute (for an open question, never drawn for these formats: its answer's attribute)."""
-    from harness.benchmarks.easyvqa import COLOURS, SHAPES, yes_no_parts
+def attribute_words(samples) -> dict[str, set[str]]:
+    """{"shape": the shape words, "colour": the colour words}, as the samples' image attributes give them
+    (the zoo reaches the benchmark through the registry only)."""
+    return {"shape": {s.meta["shape"] for s in samples}, "colour": {s.meta["colour"] for s in samples}}
 
-    attribute, _, _ = yes_no_parts(sample.question, sample.meta["shape"], sample.meta["colour"])
-    value = sample.meta[attribute]
-    words = sample.question.lower().replace("?", " ").split()
-    return next((w for w in words if w in SHAPES or w in COLOURS), value), value
+
+def named_attribute(question: str, words: dict[str, set[str]]) -> tuple[str, str] | None:
+    """(attribute, word) of the first shape or colour word in ``question``; None if it names none."""
+    for word in question.lower().replace("?", " ").split():
+        for attribute, known in words.items():
+            if word in known:
+                return attribute, word
+    return None
+
+
+def auxiliary_targets(sample, words: dict[str, set[str]]) -> tuple[str, str]:
+    """The "named" and "shown" targets of a yes/no question: the attribute word it names, and the image's
+    value of that attribute (for an open question, never drawn for these formats: its own attribute)."""
+    attribute, named = named_attribute(sample.question, words) or (sample.category, None)
+    value = sample.meta.get(attribute, sample.meta["shape"])
+    return named or value, value
 
 
 def examples(bench, options: dict[str, list[str]]) -> dict[str, list[tuple[int, str, str]]]:
@@ -100,7 +112,8 @@ def examples(bench, options: dict[str, list[str]]) -> dict[str, list[tuple[int, 
     cot, cot_mc = method_prompts("cot", open_q, rationales)[0], method_prompts("cot", mc_q, rationales)[0]
     mm1, mm2 = method_prompts("mm-cot", open_q, rationales)
     _, mm2_mc = method_prompts("mm-cot", mc_q, rationales)
-    named, shown = zip(*map(auxiliary_targets, samples))
+    words_of = attribute_words(samples)
+    named, shown = zip(*(auxiliary_targets(s, words_of) for s in samples))
     out = {
         "named": [(i, f"{q.question}\n{AUXILIARY['named']}", w) for i, (q, w) in enumerate(zip(open_q, named))],
         "shown": [(i, f"{q.question}\n{AUXILIARY['shown']}", w) for i, (q, w) in enumerate(zip(open_q, shown))],
@@ -301,15 +314,13 @@ def lr_at(step: int, train: dict) -> float:
     return train["min_lr"] + 0.5 * (train["lr"] - train["min_lr"]) * (1 + math.cos(math.pi * progress))
 
 
-def pools_of(sample) -> set[str]:
+def pools_of(sample, words: dict[str, set[str]]) -> set[str]:
     """The pools a training question can be drawn from (``Recipe.type_weights`` names them): its type and,
     for a yes/no question, "yes/no about shape" or "yes/no about colour" (the attribute it names)."""
-    from harness.benchmarks.easyvqa import yes_no_parts
-
     names = {sample.category}
-    if sample.category == "yes/no":
-        attribute, _, _ = yes_no_parts(sample.question, sample.meta["shape"], sample.meta["colour"])
-        names.add(f"yes/no about {attribute}")
+    named = named_attribute(sample.question, words) if sample.category == "yes/no" else None
+    if named:
+        names.add(f"yes/no about {named[0]}")
     return names
 
 
@@ -331,8 +342,9 @@ def train(model, tensors: Tensors, samples, recipe, *, seed: int, steps: int | N
         cfg["steps"] = steps
     rng = np.random.default_rng(seed)
     pools: dict[str, list[int]] = {}
+    words = attribute_words(samples)
     for position, sample in enumerate(samples):
-        for pool in pools_of(sample):
+        for pool in pools_of(sample, words):
             pools.setdefault(pool, []).append(position)
     unknown = set(recipe.type_weights) - set(pools)
     if unknown:
