@@ -11,7 +11,7 @@ seeing the image. It measures and prints; nothing is saved.
 
     .venv/bin/python scripts/zoo_text_diagnostic.py [--steps 700] [--hidden 128 --layers 3] [--lr 1.5e-3]
         [--balanced-matches | --match-share S] [--plain-first N] [--plain-share S] [--balanced-first N]
-        [--plain-hit-share S] [--aux-share S] [--seed 0] [--threads 1]
+        [--plain-hit-share S] [--aux-share S] [--match-words S] [--heads 4] [--seed 0] [--threads 1]
 
 --balanced-matches draws yes/no questions whose named attribute is the image's as often as the others
 (in the data: 5,149 of 28,407; --match-share S for another share); --plain-first N draws only non-negated yes/no questions for the first N
@@ -19,8 +19,10 @@ steps (a curriculum); --plain-share S draws that share of yes/no questions from 
 --balanced-first N draws only plain ones, half of them matches, for N steps; --plain-hit-share S keeps
 half the yes/no draws plain, S of them matches, throughout; --aux-share S turns that share of yes/no
 draws into the zoo build's two auxiliary formats (the text ending "named :" → the attribute word the
-question names, "shown :" → the image's value of it). `--steps 1500 --aux-share 0.3` is the one setting
-seen to learn colour equality with negations (README).
+question names, "shown :" → the image's value of it); --match-words S turns that share into image-word
+matching (the text, then one word → "yes" if the image shows it; half of them words it shows).
+`--match-words 0.3 --steps 1000` learned every yes/no kind in two variants, only some kinds with this script (README); of the others
+only `--steps 1500 --aux-share 0.3` learned colour equality, and only with one of two seeds.
 """
 from __future__ import annotations
 
@@ -80,6 +82,11 @@ def main() -> None:
     ap.add_argument("--aux-share", type=float, default=0.0,
                     help="share of yes/no draws turned into an auxiliary: the same text ending 'named :' → the "
                          "attribute the question names, or 'shown :' → the image's value of that attribute")
+    ap.add_argument("--match-words", type=float, default=0.0,
+                    help="share of yes/no draws turned into image-word matching (the zoo build's 'match' format): "
+                         "the image's text, then one shape or colour word → yes if the image shows it, half of "
+                         "these a word it shows")
+    ap.add_argument("--heads", type=int, default=4, help="attention heads (key/value heads: half as many)")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
@@ -90,6 +97,8 @@ def main() -> None:
     train, test = rows("train"), rows("test")
 
     def text(row) -> str:
+        if row[4] == "match":
+            return f"the image shows a {row[1]} {row[0]} . {row[2]}"
         return f"the image shows a {row[1]} {row[0]} . {row[2]} {row[5] if len(row) > 5 else 'answer'} :"
 
     def auxiliary(row, kind: str) -> tuple:
@@ -104,7 +113,7 @@ def main() -> None:
         for word in WORD.findall(text(row) + " " + row[3] + " named shown"):
             vocab.setdefault(word, len(vocab))
     config = Qwen2Config(vocab_size=len(vocab), hidden_size=args.hidden, intermediate_size=3 * args.hidden,
-                         num_hidden_layers=args.layers, num_attention_heads=4, num_key_value_heads=2,
+                         num_hidden_layers=args.layers, num_attention_heads=args.heads, num_key_value_heads=max(1, args.heads // 2),
                          max_position_embeddings=128, tie_word_embeddings=False)
     model = Qwen2ForCausalLM(config)
     by_type: dict[str, list[int]] = {}
@@ -174,7 +183,17 @@ def main() -> None:
             elif kinds[k] == "yes/no" and args.plain_share and step >= args.plain_first:
                 pool = plain if rng.random() < args.plain_share else negative
             row = train[pool[rng.integers(len(pool))]]
-            if kinds[k] == "yes/no" and args.aux_share and rng.random() < args.aux_share:
+            if kinds[k] == "yes/no" and args.match_words and rng.random() < args.match_words:
+                from harness.benchmarks.easyvqa import COLOURS, SHAPES
+
+                shown = [row[0], row[1]]
+                if rng.random() < 0.5:
+                    word = shown[int(rng.integers(2))]
+                else:
+                    others = [w for w in sorted(SHAPES) + sorted(COLOURS) if w not in shown]
+                    word = others[int(rng.integers(len(others)))]
+                row = (row[0], row[1], word, "yes" if word in shown else "no", "match")
+            elif kinds[k] == "yes/no" and args.aux_share and rng.random() < args.aux_share:
                 row = auxiliary(row, "named" if rng.random() < 0.5 else "shown")
             chosen.append(row)
         ids, mask = batch(chosen)

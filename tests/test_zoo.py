@@ -114,6 +114,80 @@ def test_training_pools_split_yes_no_questions_by_the_attribute_they_name():
     assert auxiliary_targets(sample("is a triangle present?", "yes/no"), words) == ("triangle", "circle")
 
 
+def test_image_word_matching_draws_shown_words_half_the_time():
+    """``draw_matches``: a row is (question, word); half of the words are ones the question's image shows,
+    the rest spread over the words it does not show (counted by hand from the decoded rows)."""
+    import numpy as np
+
+    from harness.api import Sample
+    from harness.zoo.build import draw_matches
+
+    vocabulary = ["circle", "rectangle", "triangle", "blue", "red", "teal"]
+    samples = [Sample(uid=str(i), question="q", gold="yes", category="yes/no",
+                      meta={"shape": ("circle", "triangle")[i % 2], "colour": ("red", "teal", "blue")[i % 3]})
+               for i in range(7)]
+    questions = [1, 2, 3, 4, 5, 6]  # position 0 is never drawn
+    rows = draw_matches(np.random.default_rng(0), samples, questions, vocabulary, 6000)
+    shown, others, drawn = 0, {}, set()
+    for row in rows:
+        rank, word = divmod(row, len(vocabulary))
+        meta = samples[questions[rank]].meta
+        drawn.add(questions[rank])
+        if vocabulary[word] in (meta["shape"], meta["colour"]):
+            shown += 1
+        else:
+            others[vocabulary[word]] = others.get(vocabulary[word], 0) + 1
+    assert abs(shown / 6000 - 0.5) < 0.03 and drawn == set(questions)
+    assert set(others) == set(vocabulary) and min(others.values()) > 300
+
+
+def test_a_match_prompt_is_the_question_cut_after_the_word_it_names():
+    from harness.zoo.build import match_prompt
+
+    prompt = "Question: Is there not a red shape in the image?\nAnswer the question using a single word or phrase."
+    assert match_prompt(prompt, "red", "circle") == "Question: Is there not a circle"
+    assert match_prompt("Question: Does the image contain a Triangle?", "triangle", "teal") == \
+        "Question: Does the image contain a teal"
+    assert match_prompt("Question: is the shape reddish? is it red?", "red", "blue") == "Question: is the shape reddish? is it blue"
+    with pytest.raises(ValueError, match="does not contain"):
+        match_prompt("Question: what shape is it?", "red", "blue")
+
+
+def test_an_image_word_matching_example_ends_at_the_word_and_answers_whether_the_image_shows_it():
+    """The "match" format's tensors: the chat layout up to the user's text, a yes/no question's direct
+    prompt cut after the word it names, now another word, then the target ("yes" if the image shows that
+    word, else "no", and the end token) as the only labels."""
+    from harness.api import BENCHMARKS
+    from harness.zoo import build
+    from harness.zoo.recipes import RECIPES
+
+    bench = BENCHMARKS.get("easyvqa")(split="train")
+    formats, samples = build.examples(bench, build.mc_options())
+    vocabulary, questions = build.match_words(samples), build.match_questions(samples)
+    assert len(formats["match"]) == len(questions) * len(vocabulary) == 28407 * 11  # every yes/no question names one
+    rows = formats["match"][:3 * len(vocabulary)]
+    for recipe in RECIPES:
+        texts = [text for _, prompt, target in rows + formats["direct"][:50] for text in (prompt, target)]
+        tokenizer, template = build.make_tokenizer(recipe.family, texts, 500)
+        model, processor = build.make_model(recipe, tokenizer, template)
+        backbone = build.wrap(model, build.reloaded(processor), recipe.family)
+        tensors = build.Tensors(backbone, samples, {"match": rows})
+        position = questions[2]
+        meta, question = samples[position].meta, samples[position].question.lower()
+        named = next(w for w in vocabulary if f" {w}" in f" {question}")
+        for word in (meta["colour"], meta["shape"], next(w for w in vocabulary if w not in meta.values())):
+            inputs, labels = tensors.batch("match", [2 * len(vocabulary) + vocabulary.index(word)])
+            ids, on = inputs["input_ids"][0].tolist(), (labels[0] != -100).tolist()
+            start = on.index(True)
+            answer = "yes" if word in (meta["colour"], meta["shape"]) else "no"
+            assert ids[start:] == tokenizer(answer)["input_ids"] + [tokenizer.eos_token_id]
+            assert all(on[start:]) and not any(on[:start])
+            head = backbone.chat_text(1, "\x00").split("\x00")[0]  # the chat layout up to the user's text
+            cut = question[:question.index(named)].strip()
+            prompt = tokenizer.decode(ids[:start])
+            assert prompt.endswith(f"{head[-6:]}Question: {cut} {word}")
+
+
 def test_bad_zoo_input_is_one_line(capsys):
     assert main(["zoo", "build", "nope"]) == 2
     assert "choose one of" in capsys.readouterr().err

@@ -13,8 +13,8 @@ data → prompts → tokenizer → model → batches → AdamW + warmup/cosine �
   :func:`check_inputs` asserts that a training example's tensors equal ``Backbone.build_inputs``.
 - **Formats**: a batch holds one format (``Recipe.mixture``): direct (open and multiple choice),
   cot (rationale, then "The answer is X."), mm-cot stage 1 (rationale) and stage 2 (the answer line),
-  and two training-only formats on yes/no questions (``AUXILIARY``: the word the question names; the
-  image's value of that attribute). Within a batch, questions are drawn from pools (``pools_of``) with
+  and three training-only formats on yes/no questions, off in the recipes (``AUXILIARY``: the word the
+  question names; the image's value of that attribute. ``MATCH``: image-word matching). Within a batch, questions are drawn from pools (``pools_of``) with
   ``Recipe.type_weights`` (the data is 3/4 yes/no).
 - **Loss**: cross-entropy on the target tokens (answer and ``<|im_end|>``), averaged per example
   then over the batch, so a long rationale does not outweigh a one-word answer.
@@ -37,13 +37,22 @@ import time
 from pathlib import Path
 
 VISION_KEYS = ("visual", "vision_tower", "multi_modal_projector")
-FORMATS = ("direct", "direct-mc", "cot", "cot-mc", "mm-cot-1", "mm-cot-2", "mm-cot-2-mc", "named", "shown")
+FORMATS = ("direct", "direct-mc", "cot", "cot-mc", "mm-cot-1", "mm-cot-2", "mm-cot-2-mc", "named", "shown", "match")
 # Two training-only formats, drawn from yes/no questions alone: the question, then one of these instead of
 # the answer instruction, → the attribute word the question names ("named") or the image's value of that
 # attribute ("shown"): the two things a yes/no answer compares, each asked for alone at the answer position.
 # Off in the committed recipes: they did not get the VLMs to compare (recipes.py, README).
 AUXILIARY = {"named": "Answer with the word the question names.",
              "shown": "Answer with what the image shows of the named attribute."}
+# Image–word matching (the ITM objective of ALBEF / BLIP pretraining), training-only: a yes/no question's
+# direct prompt cut right after the shape or colour word it names, that word replaced by any of the eleven,
+# → "yes" if the image shows it (half of the draws a word it shows). The sequence ends at the word (the chat
+# layout up to the user's text, then the cut prompt; RAW): the word's own position, in the very context a
+# question gives it, has to compare it with the image tokens. Why: with balanced answers the comparison
+# has a first-order signal there; in the data's own questions a named colour is the image's one time in
+# eight, and the answer is that comparison flipped by a negation, which gradient descent did not find.
+MATCH = "match"
+RAW = {MATCH}
 
 
 # -- data -------------------------------------------------------------------------------------------
@@ -97,8 +106,31 @@ def auxiliary_targets(sample, words: dict[str, set[str]]) -> tuple[str, str]:
     return named or value, value
 
 
+def match_words(samples) -> list[str]:
+    """The words image–word matching asks about: every shape, then every colour word (sorted)."""
+    words = attribute_words(samples)
+    return sorted(words["shape"]) + sorted(words["colour"])
+
+
+def match_questions(samples) -> list[int]:
+    """The positions of the questions image–word matching is cut from: yes/no questions naming a word."""
+    words = attribute_words(samples)
+    return [i for i, s in enumerate(samples) if s.category == "yes/no" and named_attribute(s.question, words)]
+
+
+def match_prompt(prompt: str, named: str, word: str) -> str:
+    """``prompt`` cut right after the first whole-word ``named``, which becomes ``word``."""
+    import re
+
+    found = re.search(rf"\b{re.escape(named)}\b", prompt, flags=re.IGNORECASE)
+    if not found:
+        raise ValueError(f"the prompt does not contain the word it names, {named!r}: {prompt!r}")
+    return prompt[:found.start()] + word
+
+
 def examples(bench, options: dict[str, list[str]]) -> dict[str, list[tuple[int, str, str]]]:
-    """{format: [(sample position, prompt, target)]} for every training question, in every format."""
+    """{format: [(sample position, prompt, target)]} for every training question, in every format
+    ("match": one row per ``match_questions`` question and word, ``rank * len(match_words) + word``)."""
     from harness.api import Query
 
     samples = [bench.sample(position) for position in range(len(bench))]
@@ -114,7 +146,11 @@ def examples(bench, options: dict[str, list[str]]) -> dict[str, list[tuple[int, 
     _, mm2_mc = method_prompts("mm-cot", mc_q, rationales)
     words_of = attribute_words(samples)
     named, shown = zip(*(auxiliary_targets(s, words_of) for s in samples))
+    vocabulary = match_words(samples)
     out = {
+        MATCH: [(i, match_prompt(direct[i], named[i], w), "yes" if w in (samples[i].meta["shape"],
+                                                                          samples[i].meta["colour"]) else "no")
+                for i in match_questions(samples) for w in vocabulary],
         "named": [(i, f"{q.question}\n{AUXILIARY['named']}", w) for i, (q, w) in enumerate(zip(open_q, named))],
         "shown": [(i, f"{q.question}\n{AUXILIARY['shown']}", w) for i, (q, w) in enumerate(zip(open_q, shown))],
         "direct": [(i, p, w) for i, (p, w) in enumerate(zip(direct, words))],
@@ -248,11 +284,16 @@ class Tensors:
         self.prompts: dict[str, dict] = {}  # prompt → the processor's text tensors (input_ids, masks), as lists
         targets: dict[str, list[int]] = {}
         self.examples = {}
+        # RAW formats: the chat layout up to where the user's text starts, then the prompt, and nothing after
+        head = backbone.chat_text(1, "\x00").split("\x00")[0]
         for name, rows in formats.items():
             table = []
             for position, prompt, target in rows:
+                if name in RAW:
+                    prompt = f"{head}{prompt}"
                 if prompt not in self.prompts:
-                    out = backbone.processor(text=[backbone.chat_text(1, prompt)], images=first, return_tensors="pt")
+                    text = prompt if name in RAW else backbone.chat_text(1, prompt)
+                    out = backbone.processor(text=[text], images=first, return_tensors="pt")
                     self.prompts[prompt] = {k: v[0].tolist() for k, v in out.items() if k not in self.pixel_keys}
                 if target not in targets:
                     targets[target] = self.tokenizer(target, add_special_tokens=False)["input_ids"] + [self.eos]
@@ -292,6 +333,8 @@ def check_inputs(tensors: Tensors, samples, count: int = 3) -> None:
 
     refs = {tensors.image_index[s.image_refs[0]]: s for s in samples}
     for name, rows in tensors.examples.items():
+        if name in RAW:  # not a method's prompt
+            continue
         for index in range(count):
             image, prompt, _ = rows[index]
             reference = tensors.backbone.build_inputs([refs[image].images()], [prompt])
@@ -332,6 +375,22 @@ def draw(rng, pools: dict, weights: dict, n: int):
     return [int(pools[kinds[k]][rng.integers(len(pools[kinds[k]]))]) for k in chosen]
 
 
+def draw_matches(rng, samples, questions: list[int], vocabulary: list[str], n: int) -> list[int]:
+    """``n`` rows of the "match" format: one of ``questions`` uniformly, then half of the time a word its
+    image shows (its shape or its colour), otherwise one of the words it does not show, uniformly."""
+    rows = []
+    for rank in rng.integers(len(questions), size=n).tolist():
+        meta = samples[questions[rank]].meta
+        shown = [meta["shape"], meta["colour"]]
+        if rng.random() < 0.5:
+            word = shown[int(rng.integers(2))]
+        else:
+            others = [w for w in vocabulary if w not in shown]
+            word = others[int(rng.integers(len(others)))]
+        rows.append(rank * len(vocabulary) + vocabulary.index(word))
+    return rows
+
+
 def train(model, tensors: Tensors, samples, recipe, *, seed: int, steps: int | None = None, log=print) -> dict:
     import numpy as np
     import torch
@@ -350,6 +409,7 @@ def train(model, tensors: Tensors, samples, recipe, *, seed: int, steps: int | N
     if unknown:
         raise ValueError(f"recipe {recipe.name!r}: type_weights name unknown pools {sorted(unknown)}; "
                          f"choose from {sorted(pools)}")
+    vocabulary, questions = match_words(samples), match_questions(samples)
     names = [name for name in FORMATS if recipe.mixture.get(name, 0) > 0]
     shares = np.array([recipe.mixture[name] for name in names], dtype=float)
     shares /= shares.sum()
@@ -369,8 +429,12 @@ def train(model, tensors: Tensors, samples, recipe, *, seed: int, steps: int | N
         for group in optimizer.param_groups:
             group["lr"] = lr_at(step, cfg) * group["scale"]
         name = names[int(rng.choice(len(names), p=shares))]
-        # Every format has one example per training question, in sample order.
-        indices = draw(rng, pools, {"yes/no": 1.0} if name in AUXILIARY else recipe.type_weights, cfg["batch_size"])
+        # Every format has one example per training question, in sample order ("match": one per question and word).
+        if name == MATCH:
+            indices = draw_matches(rng, samples, questions, vocabulary, cfg["batch_size"])
+        else:
+            indices = draw(rng, pools, {"yes/no": 1.0} if name in AUXILIARY else recipe.type_weights,
+                           cfg["batch_size"])
         variants = rng.integers(tensors.variants, size=len(indices)).tolist() if tensors.variants > 1 else None
         inputs, labels = tensors.batch(name, indices, variants)
         logits = model(**inputs).logits[:, :-1]
