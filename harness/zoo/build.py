@@ -5,7 +5,7 @@ data → prompts → tokenizer → model → batches → AdamW + warmup/cosine �
 - **Data**: the ``easyvqa`` benchmark's own train split (``harness.api.BENCHMARKS``): its questions,
   images, question types and rationales; multiple-choice training examples take the options the
   ``test_mc`` split gives each question type.
-- **Prompts are the evaluation prompts, byte for byte** (the two auxiliary formats below excepted:
+- **Prompts are the evaluation prompts, byte for byte** (the training-only formats below excepted:
   no method sends those). Every method prompt is produced by running the
   registered method itself (``METHODS.get("direct")`` etc., ``run`` on a recording stand-in backbone
   that returns the training rationale as its stage-1 "generation"), then templated by the real
