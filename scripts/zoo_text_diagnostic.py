@@ -95,6 +95,9 @@ def main() -> None:
     torch.manual_seed(args.seed)
     torch.set_num_threads(args.threads)
     train, test = rows("train"), rows("test")
+    from harness.benchmarks.easyvqa import COLOURS, SHAPES
+
+    match_vocabulary = sorted(SHAPES) + sorted(COLOURS)
 
     def text(row) -> str:
         if row[4] == "match":
@@ -184,13 +187,11 @@ def main() -> None:
                 pool = plain if rng.random() < args.plain_share else negative
             row = train[pool[rng.integers(len(pool))]]
             if kinds[k] == "yes/no" and args.match_words and rng.random() < args.match_words:
-                from harness.benchmarks.easyvqa import COLOURS, SHAPES
-
                 shown = [row[0], row[1]]
                 if rng.random() < 0.5:
                     word = shown[int(rng.integers(2))]
                 else:
-                    others = [w for w in sorted(SHAPES) + sorted(COLOURS) if w not in shown]
+                    others = [w for w in match_vocabulary if w not in shown]
                     word = others[int(rng.integers(len(others)))]
                 row = (row[0], row[1], word, "yes" if word in shown else "no", "match")
             elif kinds[k] == "yes/no" and args.aux_share and rng.random() < args.aux_share:

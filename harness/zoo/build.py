@@ -147,10 +147,10 @@ def examples(bench, options: dict[str, list[str]]) -> dict[str, list[tuple[int, 
     words_of = attribute_words(samples)
     named, shown = zip(*(auxiliary_targets(s, words_of) for s in samples))
     vocabulary = match_words(samples)
+    cuts = {i: match_prompt(direct[i], named[i], "") for i in match_questions(samples)}  # one search per question
     out = {
-        MATCH: [(i, match_prompt(direct[i], named[i], w), "yes" if w in (samples[i].meta["shape"],
-                                                                          samples[i].meta["colour"]) else "no")
-                for i in match_questions(samples) for w in vocabulary],
+        MATCH: [(i, cut + w, "yes" if w in (samples[i].meta["shape"], samples[i].meta["colour"]) else "no")
+                for i, cut in cuts.items() for w in vocabulary],
         "named": [(i, f"{q.question}\n{AUXILIARY['named']}", w) for i, (q, w) in enumerate(zip(open_q, named))],
         "shown": [(i, f"{q.question}\n{AUXILIARY['shown']}", w) for i, (q, w) in enumerate(zip(open_q, shown))],
         "direct": [(i, p, w) for i, (p, w) in enumerate(zip(direct, words))],
