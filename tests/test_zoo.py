@@ -188,6 +188,36 @@ def test_an_image_word_matching_example_ends_at_the_word_and_answers_whether_the
             assert prompt.endswith(f"{head[-6:]}Question: {cut} {word}")
 
 
+def test_the_route_heads_read_the_named_word_the_images_colour_and_shape_and_the_negation():
+    """``route_targets``: per training question, the word a yes/no question names and whether it is negated
+    (read with the benchmark's own parser, which the zoo does not use), and the image's colour and shape, as
+    indices of the eleven words; -100 (no target) for the open questions' named word and negation."""
+    import re
+
+    from harness.api import BENCHMARKS
+    from harness.benchmarks.easyvqa import COLOURS, SHAPES, yes_no_parts
+    from harness.zoo import build
+
+    bench = BENCHMARKS.get("easyvqa")(split="train")
+    samples = [bench.sample(i) for i in range(600)]
+    vocabulary = build.match_words(samples)
+    read = build.route_targets(samples, vocabulary, build.attribute_words(samples))
+    assert set(read) == build.ROUTED
+    table = read["direct"]
+    assert table.shape == (600, 4) and all(bool((read[name] == table).all()) for name in read)
+    kinds = set()
+    for sample, (named, colour, shape, negated) in zip(samples, table.tolist()):
+        assert (vocabulary[colour], vocabulary[shape]) == (sample.meta["colour"], sample.meta["shape"])
+        if sample.category == "yes/no":
+            words = re.findall(r"[a-z]+", sample.question.lower())
+            assert vocabulary[named] == next(w for w in words if w in SHAPES or w in COLOURS)
+            assert negated == int(yes_no_parts(sample.question, sample.meta["shape"], sample.meta["colour"])[1])
+            kinds.add((vocabulary[named] in SHAPES, negated))
+        else:
+            assert named == negated == -100
+    assert kinds == {(True, 0), (True, 1), (False, 0), (False, 1)}
+
+
 def test_bad_zoo_input_is_one_line(capsys):
     assert main(["zoo", "build", "nope"]) == 2
     assert "choose one of" in capsys.readouterr().err
@@ -218,3 +248,22 @@ def test_a_rebuild_reproduces_the_committed_model(name, tmp_path):
         digest = lambda folder: hashlib.sha256((folder / "model.safetensors").read_bytes()).hexdigest()  # noqa: E731
         assert digest(tmp_path / name) == digest(committed)
         assert rebuilt["test"] == record["test"]
+
+
+def test_the_probe_script_reads_the_negation_off_the_committed_models_answer_position(capsys):
+    """``scripts/zoo_probe.py`` on 300 questions: a table row per layer; the committed model's answer
+    position holds the negation (every yes/no answer of the direct format depends on it) after layer 1,
+    and at the embeddings (the prompt's last token, the same for every question) nothing beyond chance."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "scripts" / "zoo_probe.py"
+    spec = importlib.util.spec_from_file_location("zoo_probe", path)
+    probe = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(probe)
+    assert probe.main([str(zoo_root() / "easyvqa-qwen2vl"), "--questions", "300", "--threads", "1"]) == 0
+    rows = [line.split("|")[1:-1] for line in capsys.readouterr().out.splitlines() if line.startswith("| ")]
+    header, table = [c.strip() for c in rows[0]], {r[0].strip(): [float(c) for c in r[1:]] for r in rows[1:]}
+    assert list(table) == ["embeddings", "1", "2", "3"]
+    negated = header.index("negated") - 1
+    assert table["1"][negated] > 95 and table["embeddings"][negated] < 65
