@@ -14,8 +14,8 @@ data → prompts → tokenizer → model → batches → AdamW + warmup/cosine �
 - **Formats**: a batch holds one format (``Recipe.mixture``): direct (open and multiple choice),
   cot (rationale, then "The answer is X."), mm-cot stage 1 (rationale) and stage 2 (the answer line),
   and three training-only formats on yes/no questions, off in the recipes (``AUXILIARY``: the word the
-  question names; the image's value of that attribute. ``MATCH``: image-word matching). Within a batch, questions are drawn from pools (``pools_of``) with
-  ``Recipe.type_weights`` (the data is 3/4 yes/no).
+  question names; the image's value of that attribute. ``MATCH``: image-word matching). Within a batch,
+  questions are drawn from pools (``pools_of``) with ``Recipe.type_weights`` (the data is 3/4 yes/no).
 - **Loss**: cross-entropy on the target tokens (answer and ``<|im_end|>``), averaged per example
   then over the batch, so a long rationale does not outweigh a one-word answer. Off in the recipes:
   ``train["route"]`` adds linear heads on the answer position's hidden state (``route_targets``).
@@ -396,9 +396,10 @@ def draw_matches(rng, samples, questions: list[int], vocabulary: list[str], n: i
 
 
 def route_targets(samples, vocabulary: list[str], words: dict) -> dict:
-    """{format: LongTensor (rows, 3)}: per training row of a ``ROUTED`` format, the index in
-    ``vocabulary`` of the word its question names (-100 for a question naming none), of the image's colour
-    and of its shape."""
+    """{format: LongTensor (questions, 4)}, one table shared by every ``ROUTED`` format (their rows are the
+    training questions in sample order): the index in ``vocabulary`` of the word a question names, of the
+    image's colour and of its shape, and whether it is negated (named word and negation: -100 for a question
+    naming none)."""
     import torch
 
     per_sample = []
@@ -408,7 +409,7 @@ def route_targets(samples, vocabulary: list[str], words: dict) -> dict:
         negated = int((sample.meta["answer_word"] == "yes") != (found[1] == sample.meta[found[0]])) if found else -100
         per_sample.append([vocabulary.index(found[1]) if found else -100,
                            vocabulary.index(sample.meta["colour"]), vocabulary.index(sample.meta["shape"]), negated])
-    return {name: torch.tensor(per_sample) for name in ROUTED}
+    return dict.fromkeys(ROUTED, torch.tensor(per_sample))
 
 
 def train(model, tensors: Tensors, samples, recipe, *, seed: int, steps: int | None = None, log=print) -> dict:
