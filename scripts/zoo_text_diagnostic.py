@@ -11,7 +11,8 @@ seeing the image. It measures and prints; nothing is saved.
 
     .venv/bin/python scripts/zoo_text_diagnostic.py [--steps 700] [--hidden 128 --layers 3] [--lr 1.5e-3]
         [--balanced-matches | --match-share S] [--plain-first N] [--plain-share S] [--balanced-first N]
-        [--plain-hit-share S] [--aux-share S] [--match-words S] [--heads 4] [--seed 0] [--threads 1]
+        [--plain-hit-share S] [--aux-share S] [--match-words S] [--heads 4] [--tied-query-key]
+        [--balanced-loss] [--seed 0] [--threads 1]
 
 --balanced-matches draws yes/no questions whose named attribute is the image's as often as the others
 (in the data: 5,149 of 28,407; --match-share S for another share); --plain-first N draws only non-negated yes/no questions for the first N
@@ -21,8 +22,13 @@ half the yes/no draws plain, S of them matches, throughout; --aux-share S turns 
 draws into the zoo build's two auxiliary formats (the text ending "named :" → the attribute word the
 question names, "shown :" → the image's value of it); --match-words S turns that share into image-word
 matching (the text, then one word → "yes" if the image shows it; half of them words it shows).
-`--match-words 0.3 --steps 1000` learned every yes/no kind in two variants, only some kinds with this script (README); of the others
-only `--steps 1500 --aux-share 0.3` learned colour equality, and only with one of two seeds.
+--tied-query-key gives every query head its own key head, initialised equal; --balanced-loss weighs the
+yes/no examples whose named value is the image's as much as the others.
+`--match-words 0.3 --steps 1000` learned every yes/no kind in two variants, only some kinds with this script
+(README). Each attribute's comparison appears suddenly, at a step that depends on the run, and rarely both
+within one run: `--steps 1000` learns colour (from step 800), not shape; `--lr 7e-4` shape (by 500), not colour;
+`--steps 3000` shape (negated ones by 2,000), not colour; `--balanced-loss` neither, and loses the negation
+(README).
 """
 from __future__ import annotations
 
@@ -87,6 +93,12 @@ def main() -> None:
                          "the image's text, then one shape or colour word → yes if the image shows it, half of "
                          "these a word it shows")
     ap.add_argument("--heads", type=int, default=4, help="attention heads (key/value heads: half as many)")
+    ap.add_argument("--tied-query-key", action="store_true",
+                    help="one key/value head per query head, each key projection initialised equal to its query "
+                         "projection: a head scores a token against copies of itself from the start")
+    ap.add_argument("--balanced-loss", action="store_true",
+                    help="weight the yes/no examples' loss so that, per attribute (shape / colour), those whose "
+                         "named value is the image's weigh as much as the others")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
@@ -116,9 +128,14 @@ def main() -> None:
         for word in WORD.findall(text(row) + " " + row[3] + " named shown"):
             vocab.setdefault(word, len(vocab))
     config = Qwen2Config(vocab_size=len(vocab), hidden_size=args.hidden, intermediate_size=3 * args.hidden,
-                         num_hidden_layers=args.layers, num_attention_heads=args.heads, num_key_value_heads=max(1, args.heads // 2),
+                         num_hidden_layers=args.layers, num_attention_heads=args.heads,
+                         num_key_value_heads=args.heads if args.tied_query_key else max(1, args.heads // 2),
                          max_position_embeddings=128, tie_word_embeddings=False)
     model = Qwen2ForCausalLM(config)
+    if args.tied_query_key:  # why: a same-token detector exists at initialisation, the comparison need not be found
+        with torch.no_grad():
+            for layer in model.model.layers:
+                layer.self_attn.k_proj.weight.copy_(layer.self_attn.q_proj.weight)
     by_type: dict[str, list[int]] = {}
     for i, row in enumerate(train):
         by_type.setdefault(row[4], []).append(i)
@@ -199,7 +216,15 @@ def main() -> None:
             chosen.append(row)
         ids, mask = batch(chosen)
         logits = model(input_ids=ids, attention_mask=mask).logits[:, -1]
-        loss = F.cross_entropy(logits, torch.tensor([vocab[row[3]] for row in chosen]))
+        targets = torch.tensor([vocab[row[3]] for row in chosen])
+        if args.balanced_loss:  # a named value is the image's 1 time in 8 (colour), 1 in 3 (shape)
+            hit_rate = {True: 1 / 8, False: 1 / 3}
+            weight = torch.tensor([(0.5 / hit_rate[names_colour(row)] if matches(row) else
+                                    0.5 / (1 - hit_rate[names_colour(row)])) if row[4] == "yes/no" else 1.0
+                                   for row in chosen])
+            loss = (F.cross_entropy(logits, targets, reduction="none") * weight).sum() / weight.sum()
+        else:
+            loss = F.cross_entropy(logits, targets)
         optimizer.zero_grad()
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
