@@ -12,7 +12,7 @@ seeing the image. It measures and prints; nothing is saved.
     .venv/bin/python scripts/zoo_text_diagnostic.py [--steps 700] [--hidden 128 --layers 3] [--lr 1.5e-3]
         [--balanced-matches | --match-share S] [--plain-first N] [--plain-share S] [--balanced-first N]
         [--plain-hit-share S] [--aux-share S] [--match-words S] [--heads 4] [--tied-query-key]
-        [--balanced-loss] [--seed 0] [--threads 1]
+        [--balanced-loss] [--init-std 0.02] [--seed 0] [--threads 1]
 
 --balanced-matches draws yes/no questions whose named attribute is the image's as often as the others
 (in the data: 5,149 of 28,407; --match-share S for another share); --plain-first N draws only non-negated yes/no questions for the first N
@@ -28,7 +28,7 @@ yes/no examples whose named value is the image's as much as the others.
 (README). Each attribute's comparison appears suddenly, at a step that depends on the run, and rarely both
 within one run: `--steps 1000` learns colour (from step 800), not shape; `--lr 7e-4` shape (by 500), not colour;
 `--steps 3000` shape (negated ones by 2,000), not colour; `--balanced-loss` neither, and loses the negation
-(README).
+(README). `--init-std 0.1` learns both within 700 steps (shape by 400, colour by 700).
 """
 from __future__ import annotations
 
@@ -96,6 +96,8 @@ def main() -> None:
     ap.add_argument("--tied-query-key", action="store_true",
                     help="one key/value head per query head, each key projection initialised equal to its query "
                          "projection: a head scores a token against copies of itself from the start")
+    ap.add_argument("--init-std", type=float, default=0.02,
+                    help="standard deviation of the initial weights (the library's default: 0.02)")
     ap.add_argument("--balanced-loss", action="store_true",
                     help="weight the yes/no examples' loss so that, per attribute (shape / colour), those whose "
                          "named value is the image's weigh as much as the others")
@@ -130,7 +132,7 @@ def main() -> None:
     config = Qwen2Config(vocab_size=len(vocab), hidden_size=args.hidden, intermediate_size=3 * args.hidden,
                          num_hidden_layers=args.layers, num_attention_heads=args.heads,
                          num_key_value_heads=args.heads if args.tied_query_key else max(1, args.heads // 2),
-                         max_position_embeddings=128, tie_word_embeddings=False)
+                         max_position_embeddings=128, tie_word_embeddings=False, initializer_range=args.init_std)
     model = Qwen2ForCausalLM(config)
     if args.tied_query_key:  # why: a same-token detector exists at initialisation, the comparison need not be found
         with torch.no_grad():

@@ -188,6 +188,39 @@ def test_an_image_word_matching_example_ends_at_the_word_and_answers_whether_the
             assert prompt.endswith(f"{head[-6:]}Question: {cut} {word}")
 
 
+def test_init_std_redraws_the_language_model_alone_and_leaves_the_random_stream_as_it_was():
+    """``text["init_std"]`` (off in the recipes): every Linear and Embedding weight of the language model is
+    drawn anew with that standard deviation and its biases zeroed; the vision side keeps the library's
+    draw, and the global generator is where it would have been without the option."""
+    import dataclasses
+
+    import torch
+
+    from harness.zoo import build
+    from harness.zoo.recipes import RECIPES
+
+    texts = ["Question: is there a red shape?", "yes", "Question: what color is the shape?", "blue"]
+    for recipe in RECIPES:
+        tokenizer, template = build.make_tokenizer(recipe.family, texts, 300)
+        made = {}
+        for std in (None, 0.1):
+            changed = dataclasses.replace(recipe, text={**recipe.text, "init_std": std})
+            torch.manual_seed(0)
+            model, _ = build.make_model(changed, tokenizer, template)
+            made[std] = (dict(model.named_parameters()), torch.rand(3))
+        (plain, after_plain), (redrawn, after_redrawn) = made[None], made[0.1]
+        assert torch.equal(after_plain, after_redrawn)
+        vision = [n for n in plain if any(key in n for key in build.VISION_KEYS)]
+        assert vision and all(torch.equal(plain[n], redrawn[n]) for n in vision)
+        q = next(n for n in redrawn if n.endswith("layers.0.self_attn.q_proj.weight") and n not in vision)
+        for name in (q, q.replace("q_proj", "k_proj"), q.replace("self_attn.q_proj", "mlp.gate_proj"),
+                     next(n for n in redrawn if n.endswith("embed_tokens.weight")), "lm_head.weight"):
+            assert abs(redrawn[name].std().item() - 0.1) < 0.01 and abs(plain[name].std().item() - 0.02) < 0.005, name
+        assert not redrawn[q.replace("weight", "bias")].any()
+        norm = q.replace("self_attn.q_proj", "input_layernorm")
+        assert torch.equal(plain[norm], redrawn[norm])  # norms are not redrawn
+
+
 def test_the_route_heads_read_the_named_word_the_images_colour_and_shape_and_the_negation():
     """``route_targets``: per training question, the word a yes/no question names and whether it is negated
     (read with the benchmark's own parser, which the zoo does not use), and the image's colour and shape, as

@@ -233,6 +233,21 @@ def make_model(recipe, tokenizer, template: str):
                                    num_additional_image_tokens=1)
     else:
         raise ValueError(f"zoo recipe {recipe.name!r}: unknown family {recipe.family!r}; choose qwen2-vl or llava")
+    if t.get("init_std"):
+        # Why: the language model must learn a comparison (is the named value the image's?), a product of two
+        # learned projections; from the library's 0.02 it sits on a plateau for hundreds of steps, from a larger
+        # start it leaves it sooner (scripts/zoo_text_diagnostic.py --init-std, README).
+        import torch
+
+        generator = torch.Generator().manual_seed(torch.initial_seed())  # leaves the global stream as it was
+        with torch.no_grad():
+            for name, module in model.named_modules():
+                if any(key in name for key in VISION_KEYS) or not isinstance(module, (torch.nn.Linear,
+                                                                                        torch.nn.Embedding)):
+                    continue
+                module.weight.normal_(0.0, t["init_std"], generator=generator)
+                if getattr(module, "bias", None) is not None:
+                    module.bias.zero_()
     model.generation_config = GenerationConfig(eos_token_id=tokenizer.eos_token_id,
                                                pad_token_id=tokenizer.pad_token_id, do_sample=False)
     return model, processor

@@ -35,6 +35,11 @@ DEFAULT_MIXTURE = {
 # each. Probes (scripts/zoo_probe.py) had shown that position without the named word (40 %); with the heads it
 # holds all four (100 / 100 / 86 / 100 %), yet qwen2vl's yes/no stays at 82.5 % (85.8 % overall, 13.3 min):
 # the comparison itself is not learned in 700 steps. Without the negation head, yes/no fell to chance (README).
+# Also off: ``text["init_std"]`` (build.make_model): the language model's weights drawn with this standard
+# deviation instead of the library's 0.02. In the text-only diagnostic 0.1 learned both comparisons within 700
+# steps (shape by 400, colour by 700), where 0.02 learns one at most; in qwen2vl (0.1, 900 steps, 15.0 min at
+# --threads 2) the first questions naming the image's value were answered right at 700 steps, and none at 900:
+# yes/no 82.8 %, 85.8 % overall (README).
 # Share of each pool (build.pools_of: a question type, or "yes/no about shape" / "yes/no about colour") in
 # a batch. The data is 3/4 yes/no, 72 % of them about colour. Drawing yes/no about shape 2x as often as about
 # colour (0.30/0.15) left qwen2vl's yes/no at 82.5 % and took llava's from 82.5 % to 74.7 % (README).
