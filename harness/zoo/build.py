@@ -240,11 +240,11 @@ def make_model(recipe, tokenizer, template: str):
         import torch
 
         generator = torch.Generator().manual_seed(torch.initial_seed())  # leaves the global stream as it was
+        redrawn = [module for name, module in model.named_modules()
+                   if isinstance(module, (torch.nn.Linear, torch.nn.Embedding))
+                   and not any(key in name for key in VISION_KEYS)]
         with torch.no_grad():
-            for name, module in model.named_modules():
-                if any(key in name for key in VISION_KEYS) or not isinstance(module, (torch.nn.Linear,
-                                                                                        torch.nn.Embedding)):
-                    continue
+            for module in redrawn:
                 module.weight.normal_(0.0, t["init_std"], generator=generator)
                 if getattr(module, "bias", None) is not None:
                     module.bias.zero_()
